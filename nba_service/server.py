@@ -10,6 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from nba_service._proto.nba.v1 import decisioning_pb2, decisioning_pb2_grpc
+from nba_service.admin import AdminServicer
 from nba_service.interceptors import ErrorInterceptor
 from nba_service.runtime import Runtime
 from nba_service.servicer import DecisioningServicer
@@ -18,6 +19,7 @@ from nba_service.settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = decisioning_pb2.DESCRIPTOR.services_by_name["Decisioning"].full_name
+ADMIN_SERVICE_NAME = decisioning_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 
 
 @dataclass
@@ -55,9 +57,11 @@ class NbaServer:
         decisioning_pb2_grpc.add_DecisioningServicer_to_server(
             DecisioningServicer(self.runtime, self.settings), server
         )
+        decisioning_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.runtime), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")

@@ -218,3 +218,16 @@ async def test_nba_decide_cli_prints_a_decision_from_the_server(
     rc = await asyncio.to_thread(main, ["decide", "", "--target", nba_server.address.target])
     assert rc == 1
     assert "INVALID_ARGUMENT: customer_id" in capsys.readouterr().err
+
+
+async def test_admin_status_and_echo(
+    channel: grpc.aio.Channel, model_artifact: Path, demo_schema: FeatureSchema,
+    demo_catalog: Catalog,
+) -> None:
+    admin = decisioning_pb2_grpc.AdminStub(channel)
+    status = await admin.GetStatus(pb.GetStatusRequest(), timeout=5)
+    assert status.ready
+    assert status.model_version == load_artifact(model_artifact, demo_schema).version
+    assert status.catalog_version == demo_catalog.version
+    echoed = await admin.Echo(pb.EchoRequest(payload=b"\x00floor\xff"), timeout=5)
+    assert echoed.payload == b"\x00floor\xff"

@@ -285,3 +285,204 @@ class IngestEventsResponse(_message.Message):
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     applied: int
     def __init__(self, applied: _Optional[int] = ...) -> None: ...
+
+class ChatTriggerRequest(_message.Message):
+    __slots__ = ("session_id", "customer_id", "page_type", "dwell_time_s", "pages_in_session", "cart_value", "errors_seen", "returning_visitor", "context", "request_id", "timestamp")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DWELL_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    PAGES_IN_SESSION_FIELD_NUMBER: _ClassVar[int]
+    CART_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    RETURNING_VISITOR_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    customer_id: str
+    page_type: str
+    dwell_time_s: float
+    pages_in_session: int
+    cart_value: float
+    errors_seen: int
+    returning_visitor: bool
+    context: _containers.MessageMap[str, Value]
+    request_id: str
+    timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., page_type: _Optional[str] = ..., dwell_time_s: _Optional[float] = ..., pages_in_session: _Optional[int] = ..., cart_value: _Optional[float] = ..., errors_seen: _Optional[int] = ..., returning_visitor: _Optional[bool] = ..., context: _Optional[_Mapping[str, Value]] = ..., request_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ChatTriggerResponse(_message.Message):
+    __slots__ = ("show_invite", "kind", "queue", "action_id", "invite_id", "score", "propensity", "value", "reason_codes", "offer_callback", "treatment", "degraded", "degraded_reasons", "decision_id")
+    SHOW_INVITE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    INVITE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODES_FIELD_NUMBER: _ClassVar[int]
+    OFFER_CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    TREATMENT_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    show_invite: bool
+    kind: str
+    queue: str
+    action_id: str
+    invite_id: str
+    score: float
+    propensity: float
+    value: float
+    reason_codes: _containers.RepeatedScalarFieldContainer[str]
+    offer_callback: bool
+    treatment: Treatment
+    degraded: bool
+    degraded_reasons: _containers.RepeatedScalarFieldContainer[str]
+    decision_id: str
+    def __init__(self, show_invite: _Optional[bool] = ..., kind: _Optional[str] = ..., queue: _Optional[str] = ..., action_id: _Optional[str] = ..., invite_id: _Optional[str] = ..., score: _Optional[float] = ..., propensity: _Optional[float] = ..., value: _Optional[float] = ..., reason_codes: _Optional[_Iterable[str]] = ..., offer_callback: _Optional[bool] = ..., treatment: _Optional[_Union[Treatment, _Mapping]] = ..., degraded: _Optional[bool] = ..., degraded_reasons: _Optional[_Iterable[str]] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class AgentCapacityRequest(_message.Message):
+    __slots__ = ("queue", "agents_available", "agents_busy")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_BUSY_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    agents_available: int
+    agents_busy: int
+    def __init__(self, queue: _Optional[str] = ..., agents_available: _Optional[int] = ..., agents_busy: _Optional[int] = ...) -> None: ...
+
+class AgentCapacityResponse(_message.Message):
+    __slots__ = ("queue", "free_capacity")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    FREE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    free_capacity: int
+    def __init__(self, queue: _Optional[str] = ..., free_capacity: _Optional[int] = ...) -> None: ...
+
+class ReloadModelRequest(_message.Message):
+    __slots__ = ("slot",)
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    def __init__(self, slot: _Optional[str] = ...) -> None: ...
+
+class ReloadCatalogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("changed", "version", "previous_version", "error")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    version: str
+    previous_version: str
+    error: str
+    def __init__(self, changed: _Optional[bool] = ..., version: _Optional[str] = ..., previous_version: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("ready", "model_version", "challenger_version", "catalog_version", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    READY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    model_version: str
+    challenger_version: str
+    catalog_version: str
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, ready: _Optional[bool] = ..., model_version: _Optional[str] = ..., challenger_version: _Optional[str] = ..., catalog_version: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class InspectRequest(_message.Message):
+    __slots__ = ("customer_id", "channel", "placement", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    channel: Channel
+    placement: str
+    context: _containers.MessageMap[str, Value]
+    def __init__(self, customer_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., placement: _Optional[str] = ..., context: _Optional[_Mapping[str, Value]] = ...) -> None: ...
+
+class FeatureValue(_message.Message):
+    __slots__ = ("name", "source", "value", "missing", "stale", "age_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source: str
+    value: str
+    missing: bool
+    stale: bool
+    age_s: float
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., value: _Optional[str] = ..., missing: _Optional[bool] = ..., stale: _Optional[bool] = ..., age_s: _Optional[float] = ...) -> None: ...
+
+class ContactRecord(_message.Message):
+    __slots__ = ("action_id", "outcome", "count", "last_ms", "channel")
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_MS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    action_id: str
+    outcome: str
+    count: int
+    last_ms: int
+    channel: str
+    def __init__(self, action_id: _Optional[str] = ..., outcome: _Optional[str] = ..., count: _Optional[int] = ..., last_ms: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class InspectResponse(_message.Message):
+    __slots__ = ("decision", "features", "history")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    decision: DecideResponse
+    features: _containers.RepeatedCompositeFieldContainer[FeatureValue]
+    history: _containers.RepeatedCompositeFieldContainer[ContactRecord]
+    def __init__(self, decision: _Optional[_Union[DecideResponse, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureValue, _Mapping]]] = ..., history: _Optional[_Iterable[_Union[ContactRecord, _Mapping]]] = ...) -> None: ...
+
+class EchoRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class EchoResponse(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...

@@ -50,6 +50,21 @@ class DecisioningStub:
                 request_serializer=nba_dot_v1_dot_decisioning__pb2.IngestEventsRequest.SerializeToString,
                 response_deserializer=nba_dot_v1_dot_decisioning__pb2.IngestEventsResponse.FromString,
                 _registered_method=True)
+        self.DecideStream = channel.stream_stream(
+                '/nba.v1.Decisioning/DecideStream',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.DecideRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.DecideResponse.FromString,
+                _registered_method=True)
+        self.EvaluateChatTrigger = channel.unary_unary(
+                '/nba.v1.Decisioning/EvaluateChatTrigger',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.ChatTriggerRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.ChatTriggerResponse.FromString,
+                _registered_method=True)
+        self.ReportAgentCapacity = channel.unary_unary(
+                '/nba.v1.Decisioning/ReportAgentCapacity',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.AgentCapacityRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.AgentCapacityResponse.FromString,
+                _registered_method=True)
 
 
 class DecisioningServicer:
@@ -77,6 +92,27 @@ class DecisioningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DecideStream(self, request_iterator, context):
+        """Outbound / batch decisioning: one response per request, in order, same engine and policies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluateChatTrigger(self, request, context):
+        """Should a web session see a proactive chat invite now, and for which queue?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportAgentCapacity(self, request, context):
+        """The contact centre reports live agent capacity per queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisioningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +130,21 @@ def add_DecisioningServicer_to_server(servicer, server):
                     servicer.IngestEvents,
                     request_deserializer=nba_dot_v1_dot_decisioning__pb2.IngestEventsRequest.FromString,
                     response_serializer=nba_dot_v1_dot_decisioning__pb2.IngestEventsResponse.SerializeToString,
+            ),
+            'DecideStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecideStream,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.DecideRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.DecideResponse.SerializeToString,
+            ),
+            'EvaluateChatTrigger': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateChatTrigger,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.ChatTriggerRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.ChatTriggerResponse.SerializeToString,
+            ),
+            'ReportAgentCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAgentCapacity,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.AgentCapacityRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.AgentCapacityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +229,335 @@ class Decisioning:
             '/nba.v1.Decisioning/IngestEvents',
             nba_dot_v1_dot_decisioning__pb2.IngestEventsRequest.SerializeToString,
             nba_dot_v1_dot_decisioning__pb2.IngestEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/nba.v1.Decisioning/DecideStream',
+            nba_dot_v1_dot_decisioning__pb2.DecideRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.DecideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateChatTrigger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Decisioning/EvaluateChatTrigger',
+            nba_dot_v1_dot_decisioning__pb2.ChatTriggerRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.ChatTriggerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAgentCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Decisioning/ReportAgentCapacity',
+            nba_dot_v1_dot_decisioning__pb2.AgentCapacityRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.AgentCapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminStub:
+    """Operations: reloads, status, the decision inspector. Separate scopes from Decisioning.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReloadModel = channel.unary_unary(
+                '/nba.v1.Admin/ReloadModel',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.ReloadCatalog = channel.unary_unary(
+                '/nba.v1.Admin/ReloadCatalog',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.ReloadCatalogRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/nba.v1.Admin/GetStatus',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.Inspect = channel.unary_unary(
+                '/nba.v1.Admin/Inspect',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.InspectRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.InspectResponse.FromString,
+                _registered_method=True)
+        self.Echo = channel.unary_unary(
+                '/nba.v1.Admin/Echo',
+                request_serializer=nba_dot_v1_dot_decisioning__pb2.EchoRequest.SerializeToString,
+                response_deserializer=nba_dot_v1_dot_decisioning__pb2.EchoResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Operations: reloads, status, the decision inspector. Separate scopes from Decisioning.
+    """
+
+    def ReloadModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadCatalog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Inspect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Echo(self, request, context):
+        """Transport floor for benchmarks: returns the payload untouched, no other work.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.ReloadModelRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.ReloadResponse.SerializeToString,
+            ),
+            'ReloadCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadCatalog,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.ReloadCatalogRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.ReloadResponse.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.GetStatusRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.StatusResponse.SerializeToString,
+            ),
+            'Inspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Inspect,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.InspectRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.InspectResponse.SerializeToString,
+            ),
+            'Echo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Echo,
+                    request_deserializer=nba_dot_v1_dot_decisioning__pb2.EchoRequest.FromString,
+                    response_serializer=nba_dot_v1_dot_decisioning__pb2.EchoResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'nba.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('nba.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Operations: reloads, status, the decision inspector. Separate scopes from Decisioning.
+    """
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Admin/ReloadModel',
+            nba_dot_v1_dot_decisioning__pb2.ReloadModelRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Admin/ReloadCatalog',
+            nba_dot_v1_dot_decisioning__pb2.ReloadCatalogRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Admin/GetStatus',
+            nba_dot_v1_dot_decisioning__pb2.GetStatusRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Admin/Inspect',
+            nba_dot_v1_dot_decisioning__pb2.InspectRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.InspectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Echo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nba.v1.Admin/Echo',
+            nba_dot_v1_dot_decisioning__pb2.EchoRequest.SerializeToString,
+            nba_dot_v1_dot_decisioning__pb2.EchoResponse.FromString,
             options,
             channel_credentials,
             insecure,
