@@ -1,6 +1,7 @@
 """The model artifact: a directory the service verifies completely before it serves from it.
 
     model.txt       LightGBM text model (never pickle: loading it cannot run code)
+    model.onnx      optional: the same model converted by onnxmltools (float32 ONNX Runtime)
     golden.npz      `x` float32 inputs (incl. NaN / inf rows), `y` float64 expected scores
     manifest.json   format_version, model_version, feature_names (column order), schema_hash,
                     created_at, training_window {start, end}, metrics, files {name: sha256},
@@ -10,6 +11,7 @@
 parses; every listed file exists with the listed sha256; the schema hash and the feature names
 match the running schema. Then it parses the model, checks its feature count and names, and
 replays the golden set. Any failure raises `ArtifactError` saying exactly what differed.
+Last, the serving backend is built and parity-checked against LightGBM (selection.py).
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from features.schema import FeatureSchema
+from features.schema import DType, FeatureSchema, Source
+from nba_service.scoring.base import Scorer
 from nba_service.scoring.lightgbm_native import LightGBMScorer
+from nba_service.scoring.selection import (
+    BackendCheck,
+    BackendUnavailable,
+    CostModel,
+    select_backend,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -34,6 +43,7 @@ __all__ = [
     "GOLDEN_TOLERANCE",
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "ONNX_FILE",
     "ArtifactError",
     "LoadedModel",
     "Manifest",
@@ -44,6 +54,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"
+ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 GOLDEN_FILE = "golden.npz"
 GOLDEN_TOLERANCE = 1e-6
@@ -127,14 +138,23 @@ class Manifest:
 
 @dataclass(frozen=True)
 class LoadedModel:
+    """A verified model: `scorer` is the serving backend, `reference` LightGBM itself."""
+
     manifest: Manifest
-    scorer: LightGBMScorer
+    scorer: Scorer
     path: Path
     golden_max_diff: float
+    reference: LightGBMScorer | None = None
+    checks: dict[str, BackendCheck] = field(default_factory=dict)
+    cost: CostModel = CostModel(0.0, 0.0)
 
     @property
     def version(self) -> str:
         return self.manifest.model_version
+
+    @property
+    def backend(self) -> str:
+        return str(self.scorer.backend)
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -153,8 +173,13 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest.from_dict(doc, str(mpath))
 
 
-def load_artifact(path: str | Path, schema: FeatureSchema) -> LoadedModel:
-    """Verify an artifact directory against `schema` and return its scorer (see module doc)."""
+def load_artifact(path: str | Path, schema: FeatureSchema, backend: str = "lightgbm",
+                  compiled_mode: str = "shared") -> LoadedModel:
+    """Verify an artifact directory against `schema` and return its scorer (see module doc).
+
+    `backend` is `auto` (the fastest that passes parity) or a name in `selection.BACKENDS`;
+    the default, `lightgbm`, skips the other backends (training and tooling use it).
+    """
     root = Path(path)
     manifest = read_manifest(root)
     blobs = _verified_files(root, manifest)
@@ -181,8 +206,19 @@ def load_artifact(path: str | Path, schema: FeatureSchema) -> LoadedModel:
         )
     _check_feature_names(root / MODEL_FILE, scorer.feature_names, schema.column_names)
     scorer.feature_names = list(schema.column_names)
-    diff = _replay_golden(root, blobs[GOLDEN_FILE], scorer)
-    return LoadedModel(manifest=manifest, scorer=scorer, path=root, golden_max_diff=diff)
+    golden_x, diff = _replay_golden(root, blobs[GOLDEN_FILE], scorer)
+    if backend == "lightgbm":
+        return LoadedModel(manifest=manifest, scorer=scorer, path=root, golden_max_diff=diff,
+                           reference=scorer)
+    action_columns = [i for i, s in enumerate(schema.features) if s.source is Source.ACTION]
+    categorical = [i for i, s in enumerate(schema.features) if s.dtype is DType.CATEGORICAL]
+    try:
+        chosen = select_backend(backend, scorer, text, blobs.get(ONNX_FILE), golden_x,
+                                action_columns, categorical, compiled_mode)
+    except BackendUnavailable as exc:
+        raise ArtifactError(f"{root}: {exc}") from None
+    return LoadedModel(manifest=manifest, scorer=chosen.scorer, path=root, golden_max_diff=diff,
+                       reference=scorer, checks=chosen.checks, cost=chosen.cost)
 
 
 def _verified_files(root: Path, manifest: Manifest) -> dict[str, bytes]:
@@ -222,7 +258,8 @@ def _check_feature_names(where: Path, names: list[str], expected: list[str]) -> 
     )
 
 
-def _replay_golden(root: Path, data: bytes, scorer: LightGBMScorer) -> float:
+def _replay_golden(root: Path, data: bytes, scorer: LightGBMScorer
+                   ) -> tuple[np.ndarray, float]:
     where = root / GOLDEN_FILE
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
@@ -243,4 +280,4 @@ def _replay_golden(root: Path, data: bytes, scorer: LightGBMScorer) -> float:
             f"{where}: golden set mismatch: max abs diff {max_diff:.3g} > {GOLDEN_TOLERANCE:g} "
             f"at row {worst} (expected {float(y[worst])!r}, model gives {float(got[worst])!r})"
         )
-    return max_diff
+    return x, max_diff

@@ -13,12 +13,14 @@ next to the champion.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from features.schema import FeatureSchema
@@ -41,6 +43,8 @@ __all__ = [
     "set_current",
     "version_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SLOT = "propensity"
 CURRENT_FILE = "current"
@@ -130,7 +134,9 @@ def publish(
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=dest.parent))
         try:
-            for name in [MANIFEST_FILE, *source.manifest.files]:
+            # manifest.sig (an Ed25519 signature of the manifest) travels with it when present.
+            signed = [n for n in ("manifest.sig",) if (Path(artifact_dir) / n).is_file()]
+            for name in [MANIFEST_FILE, *source.manifest.files, *signed]:
                 shutil.copy2(Path(artifact_dir) / name, tmp / name)
             load_artifact(tmp, schema)  # the copy, not just the source, must verify
             os.replace(tmp, dest)
@@ -162,14 +168,23 @@ class ModelHolder:
 
     Readers take `holder.model` (one attribute read, atomic under the GIL) and use that object
     for the whole decision, so a swap in the middle of a decision cannot mix two models.
+    `backend` is passed to `load_artifact`: `auto` serves the fastest backend that passes
+    parity on each loaded model (selection.py).
     """
 
-    def __init__(self, schema: FeatureSchema, slot: str = DEFAULT_SLOT) -> None:
+    def __init__(self, schema: FeatureSchema, slot: str = DEFAULT_SLOT,
+                 backend: str = "auto") -> None:
         self.schema = schema
         self.slot = slot
+        self.backend = backend
+        # The registry version whose load failed last: the watcher does not retry it every
+        # poll (an explicit reload does).
+        self.failed_version: str | None = None
         self._model: LoadedModel | None = None
         self._lock = threading.Lock()  # one load at a time; readers never take it
         self.loaded_at: float | None = None
+        # Optional check run before load_artifact, e.g. the Ed25519 manifest signature.
+        self.verifier: Callable[[Path], None] | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.loads = 0
@@ -194,21 +209,31 @@ class ModelHolder:
         record why in `last_error`."""
         with self._lock:
             try:
-                loaded = load_artifact(path, self.schema)
-            except (ArtifactError, OSError) as exc:
+                if self.verifier is not None:
+                    # The signature is checked before a byte of the artifact is parsed.
+                    self.verifier(Path(path))
+                loaded = load_artifact(path, self.schema, backend=self.backend)
+            except Exception as exc:  # whatever failed, the old model stays
                 self.failures += 1
-                self.last_error = f"{path}: {exc}" if str(path) not in str(exc) else str(exc)
+                detail = str(exc) if isinstance(exc, (ArtifactError, OSError)) else repr(exc)
+                self.last_error = f"{path}: {detail}" if str(path) not in detail else detail
                 self.last_error_at = time.time()
+                log.error("slot %s: model not loaded, %s keeps serving: %s", self.slot,
+                          self.version or "nothing", self.last_error)
                 return False
             self._model = loaded
             self.loaded_at = time.time()
             self.loads += 1
             self.last_error = None
             self.last_error_at = None
+            self.failed_version = None
+            log.info("slot %s: serving model %s with the %s backend", self.slot, loaded.version,
+                     loaded.backend)
             return True
 
-    def try_load_current(self, registry: str | Path) -> bool:
-        """Load the registry's current version of this slot unless it is already loaded."""
+    def try_load_current(self, registry: str | Path, force: bool = False) -> bool:
+        """Load the registry's current version of this slot unless it is already loaded (or,
+        without `force`, unless it is the version that failed last time)."""
         try:
             version = read_current(registry, self.slot)
         except (RegistryError, OSError) as exc:
@@ -223,7 +248,12 @@ class ModelHolder:
             return False
         if version == self.version:
             return True
-        return self.try_load(version_dir(registry, self.slot, version))
+        if version == self.failed_version and not force:
+            return False
+        ok = self.try_load(version_dir(registry, self.slot, version))
+        if not ok:
+            self.failed_version = version
+        return ok
 
     def health(self) -> dict[str, object]:
         """Details for health checks and the admin API."""
@@ -237,4 +267,9 @@ class ModelHolder:
             "failures": self.failures,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
+            "backend": None if model is None else model.backend,
+            "backend_checks": None if model is None else "; ".join(
+                f"{name} {check.summary()}" for name, check in model.checks.items()) or None,
+            "score_cost_us": None if model is None else
+            f"{model.cost.fixed_us:.1f} + {model.cost.per_row_us:.3f} x N",
         }

@@ -96,7 +96,10 @@ def test_round_trip(art: Path, schema: FeatureSchema, data: Dataset) -> None:
     assert m.created_at == "2024-02-01T12:30:00+00:00"
     assert m.training_window == {"start": data.window[0], "end": data.window[1]}
     assert m.files[MODEL_FILE] == model_sha and m.objective == "binary" and m.num_trees == 20
-    assert set(m.library_versions) == {"lightgbm", "numpy", "python"}
+    # model.onnx is verified at export and pinned with the converter's versions.
+    assert set(m.library_versions) == {"lightgbm", "numpy", "python", "onnx", "onnxmltools",
+                                       "onnxruntime"}
+    assert m.files["model.onnx"] == sha256_bytes((art / "model.onnx").read_bytes())
     assert {"auc", "logloss", "n_train", "n_valid", "best_iteration"} <= set(m.metrics)
     with np.load(art / GOLDEN_FILE) as g:
         x, y = g["x"], g["y"]
