@@ -1,0 +1,215 @@
+"""Storage of contact history and budget counters, and their reads for one decision.
+
+Contact history lives in the customer's hash `nba:{c:<id>}:h` (one slot with every other key of
+the customer). The fields the policies use start with `#`, which no action id can, so they
+never collide with the per-outcome counters `<action>|<outcome>|n` / `|t` / `<action>|value`:
+
+    #i|<action>             impression times (epoch ms, ascending, comma separated), newest
+                            max(max_impressions, 1) within max(window, cooldown)
+    #ic|<action>|<channel>  the same per channel, when max_impressions_per_channel is set
+    #r|<action>             time of the latest reject
+    #a|<action>             time of the first accept
+    #k|<channel>            contact times on the channel (impressions of non-fallback actions),
+                            newest max(max_contacts_per_day, 1) within max(24 h, cooldown)
+
+The lists are pruned by the outcome script on every write, so the hash stays bounded by the
+catalog's size and caps. Budget counters are per action and UTC day, a hash
+`nba:{a:<action_id>}:b:<YYYYMMDD>` with fields `d` (the day's impressions) and `hHH` (the clock
+hour's); see docs/contact-policies.md for why they live outside the customer's slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nba_service.engine.policies import (
+    DAY_MS,
+    HOUR_MS,
+    ActionHistory,
+    BudgetCounts,
+    BudgetUsage,
+    ContactHistory,
+    PolicyOutcome,
+    PolicyTable,
+    Verdict,
+    VerdictCode,
+)
+from nba_service.store.keys import PREFIX, customer_tag
+
+__all__ = [
+    "BUDGET_LUA",
+    "BudgetCounter",
+    "PolicyRead",
+    "budget_key",
+    "budget_read_commands",
+    "decision_key",
+    "parse_budget_replies",
+    "parse_history",
+]
+
+_IMPRESSIONS, _BY_CHANNEL, _REJECT, _ACCEPT, _CONTACTS = b"#i", b"#ic", b"#r", b"#a", b"#k"
+
+BUDGET_TTL_S = 2 * 86400
+"""A day's budget hash outlives its day by a day, so late reads still see the final counts."""
+
+
+def decision_key(customer_id: str, decision_id: str) -> str:
+    """Served actions of one decision (action_id -> selection probability), with a TTL."""
+    return f"{PREFIX}:{customer_tag(customer_id)}:d:{decision_id}"
+
+
+def budget_key(action_id: str, now_ms: int) -> str:
+    day = time.strftime("%Y%m%d", time.gmtime(now_ms // 1000))
+    return f"{PREFIX}:{{a:{action_id}}}:b:{day}"
+
+
+def hour_field(now_ms: int) -> str:
+    return f"h{(now_ms % DAY_MS) // HOUR_MS:02d}"
+
+
+def _times(raw: bytes) -> tuple[int, ...]:
+    return tuple(int(x) for x in raw.split(b",")) if raw else ()
+
+
+def parse_history(raw: Mapping[bytes, bytes]) -> ContactHistory:
+    """The policy view of a history hash (HGETALL reply); other fields are ignored."""
+    if not raw:
+        return ContactHistory()
+    imps: dict[str, tuple[int, ...]] = {}
+    by_channel: dict[str, dict[str, tuple[int, ...]]] = {}
+    rejects: dict[str, int] = {}
+    accepts: dict[str, int] = {}
+    contacts: dict[str, tuple[int, ...]] = {}
+    for key, value in raw.items():
+        if not key.startswith(b"#"):
+            continue
+        kind, _, rest = key.partition(b"|")
+        try:
+            if kind == _IMPRESSIONS:
+                imps[rest.decode()] = _times(value)
+            elif kind == _BY_CHANNEL:
+                action, _, channel = rest.rpartition(b"|")
+                by_channel.setdefault(action.decode(), {})[channel.decode()] = _times(value)
+            elif kind == _REJECT:
+                rejects[rest.decode()] = int(value)
+            elif kind == _ACCEPT:
+                accepts[rest.decode()] = int(value)
+            elif kind == _CONTACTS:
+                contacts[rest.decode()] = _times(value)
+        except ValueError:
+            # A field this version cannot read counts as absent, never as a crash.
+            continue
+    names = imps.keys() | by_channel.keys() | rejects.keys() | accepts.keys()
+    actions = {
+        a: ActionHistory(imps.get(a, ()), by_channel.get(a, {}), rejects.get(a),
+                         accepts.get(a))
+        for a in names
+    }
+    return ContactHistory(actions, contacts)
+
+
+def budget_read_commands(action_ids: Sequence[str], now_ms: int) -> list[tuple[str, ...]]:
+    """One HMGET per budgeted action, to ride in the decision's pipelined fetch."""
+    hf = hour_field(now_ms)
+    return [("HMGET", budget_key(a, now_ms), "d", hf) for a in action_ids]
+
+
+def parse_budget_replies(action_ids: Sequence[str],
+                         replies: Sequence[Any]) -> dict[str, BudgetUsage]:
+    out: dict[str, BudgetUsage] = {}
+    for action_id, reply in zip(action_ids, replies, strict=True):
+        day, hour = reply if isinstance(reply, list | tuple) else (None, None)
+        out[action_id] = BudgetUsage(int(day or 0), int(hour or 0))
+    return out
+
+
+class PolicyRead:
+    """What one decision reads for its policies, riding in the one pipelined fetch.
+
+    `commands` go into `OnlineStore.fetch(extra=...)` (the history hash is always fetched);
+    `evaluate` then turns the snapshot's history and these commands' replies into the
+    kernel's `policy_block`, the pacing lever multipliers and the removal details.
+    """
+
+    __slots__ = ("budget_ids", "channel", "commands", "now_ms", "table")
+
+    def __init__(self, table: PolicyTable, candidates: np.ndarray, channel: str,
+                 now_ms: int) -> None:
+        self.table = table
+        self.channel = channel
+        self.now_ms = now_ms
+        self.budget_ids = table.budgeted(candidates)
+        self.commands = budget_read_commands(self.budget_ids, now_ms)
+
+    def evaluate(self, candidates: np.ndarray, history: Mapping[bytes, bytes],
+                 replies: Sequence[Any]) -> PolicyOutcome:
+        """`replies`: the replies to `commands`, in order (the first ones of the fetch's extra)."""
+        flat = np.array([int(x or 0) for r in replies[: len(self.commands)] for x in r],
+                        dtype=np.float64).reshape(-1, 2)
+        counts = BudgetCounts(flat[:, 0], flat[:, 1])
+        return self.table.evaluate(candidates, self.channel, parse_history(history), counts,
+                                   self.now_ms)
+
+
+# KEYS[1]: the action's budget hash of the UTC day.
+# ARGV: hour field, per_day (0 = none), per_hour (0 = none), ttl_s, op.
+# op 'take': spend one impression if neither cap is reached, else refuse ({0, 'day'|'hour'});
+# op 'spend': spend one whatever the caps (exempt actions); op 'give': return one.
+BUDGET_LUA = """
+local d = tonumber(redis.call('HGET', KEYS[1], 'd') or '0')
+local h = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local op = ARGV[5]
+if op == 'give' then
+  if d > 0 then d = redis.call('HINCRBY', KEYS[1], 'd', -1) end
+  if h > 0 then h = redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
+  return {1, d, h}
+end
+if op == 'take' then
+  local per_day, per_hour = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if per_day > 0 and d >= per_day then return {0, 'day', d, h} end
+  if per_hour > 0 and h >= per_hour then return {0, 'hour', d, h} end
+end
+d = redis.call('HINCRBY', KEYS[1], 'd', 1)
+h = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return {1, d, h}
+"""
+
+
+class BudgetCounter:
+    """Atomic spend / refund of one impression against an action's day and hour caps."""
+
+    def __init__(self, client: Any, ttl_s: int = BUDGET_TTL_S) -> None:
+        self._client = client
+        self._script = client.register_script(BUDGET_LUA)
+        self._ttl = ttl_s
+
+    async def take(self, action_id: str, per_day: int, per_hour: int, now_ms: int, *,
+                   enforce: bool = True) -> Verdict | None:
+        """Spend one impression; the refusing verdict (nothing spent) when a cap is reached."""
+        reply = await self._script(
+            keys=[budget_key(action_id, now_ms)],
+            args=[hour_field(now_ms), per_day, per_hour, self._ttl,
+                  "take" if enforce else "spend"],
+        )
+        if int(reply[0]) == 1:
+            return None
+        if _text(reply[1]) == "day":
+            return Verdict(VerdictCode.BUDGET_DAY, now_ms - now_ms % DAY_MS + DAY_MS)
+        return Verdict(VerdictCode.BUDGET_HOUR, now_ms - now_ms % HOUR_MS + HOUR_MS)
+
+    async def give_back(self, action_id: str, now_ms: int) -> None:
+        await self._script(keys=[budget_key(action_id, now_ms)],
+                           args=[hour_field(now_ms), 0, 0, self._ttl, "give"])
+
+    async def usage(self, action_id: str, now_ms: int) -> BudgetUsage:
+        reply = await self._client.hmget(budget_key(action_id, now_ms), "d", hour_field(now_ms))
+        return parse_budget_replies([action_id], [reply])[action_id]
+
+
+def _text(x: object) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
