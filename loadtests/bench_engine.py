@@ -2,9 +2,10 @@
 
     .venv/bin/python loadtests/bench_engine.py [--candidates 100] [--iterations 20000]
 
-Reports p50/p95/p99 (never averages) of (a) the Numba kernel call alone and (b) the whole
-`Engine.rank` call including its input conversion, after warm-up. The catalog is the demo
-catalog with its actions repeated (new ids) until the WEB channel has N candidates.
+Reports p50/p95/p99 (never averages) of (a) the Numba kernel call alone, (b) the whole
+`Engine.rank` call including its input conversion, after warm-up, and (c) the exploration step
+(`explore.select`) per method, against greedy selection measured in the same run. The catalog
+is the demo catalog with its actions repeated (new ids) until the WEB channel has N candidates.
 """
 
 from __future__ import annotations
@@ -139,6 +140,32 @@ def main() -> None:
         engine.rank(rows[i], cands, props[i], "WEB", context, args.limit, now_s=now)
         rank_ns[it] = time.perf_counter_ns() - t
 
+    # (c) exploration on top of the ranking: greedy is the baseline of the same run.
+    from nba_service.engine.explore import select
+    from nba_service.engine.explore_config import ControlTreatment, ExplorationPolicy, Method
+
+    rankings = [engine.rank(rows[i], cands, props[i], "WEB", context, args.limit, now_s=now)
+                for i in range(256)]
+    variants = {
+        "greedy (baseline)": (ExplorationPolicy(), None),
+        "epsilon_greedy 0.1": (ExplorationPolicy(Method.EPSILON_GREEDY, epsilon=0.1), None),
+        "thompson n=20, 128 draws": (ExplorationPolicy(Method.THOMPSON, draws=128), None),
+        "control group (random)": (ExplorationPolicy(), ControlTreatment.RANDOM),
+    }
+    explore_rng = np.random.default_rng(3)
+    explore_ns: dict[str, np.ndarray] = {}
+    eligible = np.mean([np.isin(r.removed_stage, (0, 12, 13)).sum() for r in rankings])
+    for name, (policy, control) in variants.items():
+        samples = np.empty(args.iterations, dtype=np.int64)
+        for it in range(args.iterations):
+            r = rankings[it % 256]
+            t = time.perf_counter_ns()
+            select(r, args.limit, policy, action_groups=engine.action_groups,
+                   n_groups=engine.n_groups, max_per_group=engine.max_per_group,
+                   rng=explore_rng, control=control)
+            samples[it] = time.perf_counter_ns() - t
+        explore_ns[name] = samples
+
     print(f"command:    {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine:    {cpu_model()}, {os.cpu_count()} cpus, {platform.system()} "
           f"{platform.release()}")
@@ -150,6 +177,9 @@ def main() -> None:
     print(f"served:     {served_total / args.iterations:.2f} actions per decision on average")
     print(f"kernel:     {pct(kernel_ns)}")
     print(f"Engine.rank {pct(rank_ns)}")
+    print(f"exploration after Engine.rank ({eligible:.1f} eligible candidates on average):")
+    for name, samples in explore_ns.items():
+        print(f"  {name:<26} {pct(samples)}")
 
 
 if __name__ == "__main__":
