@@ -1,0 +1,207 @@
+"""Load shedding at 3x overload: goodput and the latency of accepted requests.
+
+Runs `nba serve` as a real process (embedded store, demo model and customers), then:
+
+1. capacity: closed loop at a concurrency that saturates the server -> requests/s and latency;
+2. at 3x that rate, open loop, twice, in the same run: the server with shedding
+   (NBA_MAX_IN_FLIGHT) and the baseline without (a limit no load reaches).
+
+Reports goodput (successful answers/s) as a share of capacity, p50/p95/p99 of the accepted
+requests and the count of RESOURCE_EXHAUSTED. Loopback only, bounded in time.
+
+    .venv/bin/python -m loadtests.bench_overload --seconds 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import redis
+
+from loadtests.stats import summarize
+from nba_service._proto.nba.v1 import decisioning_pb2_grpc as rpc
+from nba_service.client import build_request
+from nba_service.store.embedded import EmbeddedRedis, free_port
+
+NBA = Path(sys.executable).with_name("nba")
+
+
+def prepare(work: Path) -> tuple[Path, list[str]]:
+    from features.schema import FeatureSchema
+    from nba_service.demo import write_customers
+    from nba_service.engine.catalog import load_catalog
+    from training.simulate import Simulator
+    from training.train import train_demo_model
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    schema = FeatureSchema.from_yaml(examples / "features.yaml")
+    catalog = load_catalog(examples / "catalog.yaml", schema)
+    model = Path(train_demo_model(schema, catalog, work / "model", n_customers=400, seed=3))
+    customers = Simulator(schema, catalog, seed=11).customers(200)
+    write_customers(work / "c.parquet", customers, schema)
+    return model, [str(c["customer_id"]) for c in customers]
+
+
+def serve(port: int, store: EmbeddedRedis, model: Path, max_in_flight: int
+          ) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NBA_MAX_IN_FLIGHT": str(max_in_flight), "NBA_HTTP_PORT": "-1",
+           "NBA_DECISION_LOG": "false", "NBA_LOG_LEVEL": "WARNING",
+           "NBA_CATALOG_WATCH_INTERVAL_S": "0"}
+    return subprocess.Popen([str(NBA), "serve", "--port", str(port), "--redis-url", store.url,
+                             "--model", str(model)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def wait_ready(target: str, limit_s: float = 120) -> None:
+    t0 = time.monotonic()
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = rpc.DecisioningStub(ch)
+        while True:
+            try:
+                await stub.Decide(build_request("warm", "WEB"), timeout=2)
+                return
+            except grpc.aio.AioRpcError:
+                if time.monotonic() - t0 > limit_s:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def closed_loop(target: str, customers: list[str], concurrency: int, seconds: float
+                      ) -> tuple[float, np.ndarray]:
+    lat: list[int] = []
+    stop = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        async with grpc.aio.insecure_channel(target) as ch:
+            stub = rpc.DecisioningStub(ch)
+            i = w
+            while time.monotonic() < stop:
+                t = time.perf_counter_ns()
+                await stub.Decide(build_request(customers[i % len(customers)], "WEB"), timeout=5)
+                lat.append(time.perf_counter_ns() - t)
+                i += concurrency
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return len(lat) / (time.monotonic() - t0), np.asarray(lat)
+
+
+async def _open_loop_proc(target: str, customers: list[str], rate: float, seconds: float
+                         ) -> tuple[list[int], dict[str, int], int, float]:
+    ok: list[int] = []
+    codes: dict[str, int] = {}
+    sent = 0
+    pending: set[asyncio.Task[None]] = set()
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = rpc.DecisioningStub(ch)
+        requests = [build_request(c, "WEB") for c in customers]
+
+        async def one(i: int) -> None:
+            t = time.perf_counter_ns()
+            try:
+                await stub.Decide(requests[i % len(requests)], timeout=2)
+                ok.append(time.perf_counter_ns() - t)
+            except grpc.aio.AioRpcError as exc:
+                codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+
+        t0 = time.monotonic()
+        while (now := time.monotonic()) - t0 < seconds:
+            while sent < int((now - t0) * rate):
+                task = asyncio.create_task(one(sent))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                sent += 1
+            await asyncio.sleep(0.001)
+        elapsed = time.monotonic() - t0
+        await asyncio.gather(*pending)
+    return ok, codes, sent, elapsed
+
+
+def _open_loop_main(args: tuple[str, list[str], float, float]) -> tuple[list[int], dict[str, int],
+                                                                         int, float]:
+    return asyncio.run(_open_loop_proc(*args))
+
+
+async def open_loop(target: str, customers: list[str], rate: float, seconds: float,
+                    procs: int = 2) -> dict[str, object]:
+    """Fixed-rate arrivals from `procs` generator processes, each call on its own: overload is
+    not slowed down by the server's answers (a closed loop would back off by itself)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(procs) as pool:
+        parts = await asyncio.gather(*(
+            loop.run_in_executor(pool, _open_loop_main,
+                                 (target, customers, rate / procs, seconds))
+            for _ in range(procs)))
+    ok = [x for p in parts for x in p[0]]
+    codes: dict[str, int] = {}
+    for p in parts:
+        for k, v in p[1].items():
+            codes[k] = codes.get(k, 0) + v
+    elapsed = max(p[3] for p in parts)
+    return {"offered_rps": sum(p[2] for p in parts) / elapsed, "goodput_rps": len(ok) / elapsed,
+            "latency": summarize(np.asarray(ok)) if ok else {}, "errors": codes}
+
+
+def fmt(s: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:,.0f}us" for k, v in s.items() if k in ("p50", "p95", "p99"))
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="nba-overload-") as d, EmbeddedRedis() as store:
+        model, customers = prepare(Path(d))
+        from features.schema import FeatureSchema
+        from nba_service.store.loader import load_file
+
+        examples = Path(__file__).resolve().parents[1] / "examples"
+        load_file(Path(d) / "c.parquet", redis.Redis.from_url(store.url),
+                  FeatureSchema.from_yaml(examples / "features.yaml"), progress=False)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"python {platform.python_version()}")
+        print(f"command: {' '.join(sys.argv)}")
+        rows = []
+        for label, limit in (("shedding", args.max_in_flight), ("baseline", 1_000_000)):
+            port = free_port()
+            proc = serve(port, store, model, limit)
+            target = f"127.0.0.1:{port}"
+            try:
+                await wait_ready(target)
+                cap, lat = await closed_loop(target, customers, args.concurrency, args.seconds)
+                res = await open_loop(target, customers, 3 * cap, args.seconds)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+            rows.append((label, limit, cap, summarize(lat), res))
+        for label, limit, cap, lat, res in rows:
+            good = float(res["goodput_rps"])  # type: ignore[arg-type]
+            print(f"\n[{label}] max_in_flight={limit}")
+            print(f"  capacity (closed loop, {args.concurrency} in flight): {cap:,.0f} req/s, "
+                  f"{fmt(lat)}")
+            print(f"  3x offered: {res['offered_rps']:,.0f} req/s -> goodput {good:,.0f} req/s "
+                  f"= {100 * good / cap:.0f}% of capacity")
+            print(f"  accepted latency at 3x: {fmt(res['latency'])}")  # type: ignore[arg-type]
+            print(f"  refused / failed: {res['errors'] or 'none'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
+    p.add_argument("--concurrency", type=int, default=16, help="closed-loop calls in flight")
+    p.add_argument("--max-in-flight", type=int, default=16, help="the shedding server's limit")
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

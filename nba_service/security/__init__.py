@@ -1,0 +1,1 @@
+"""TLS credentials, token auth with scopes, artifact signatures, pseudonyms and log redaction."""
