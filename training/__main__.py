@@ -15,6 +15,8 @@ import lightgbm as lgb
 import numpy as np
 
 from features.schema import FeatureSchema, SchemaError
+from training.commands import add_parsers as add_eval_parsers
+from training.commands import cmd_bandit, cmd_evaluate, cmd_loop, print_ope
 from training.config import ConfigError, TrainConfig, load_config
 
 logger = logging.getLogger("nba.training")
@@ -27,6 +29,12 @@ EPILOG = """examples:
   python -m training verify --artifact var/models/propensity-1 --schema examples/features.yaml
   python -m training publish --artifact var/models/propensity-1 --registry var/registry \\
       --schema examples/features.yaml
+  python -m training train --config examples/train.yaml --out var/models/p --report var/report
+  python -m training train --config examples/train-dask.yaml --out var/models/p-dask
+  python -m training evaluate --artifact var/models/p --logs var/export \\
+      --schema examples/features.yaml --catalog examples/catalog.yaml --out var/eval
+  python -m training bandit --table obd.csv --preset obd --out var/obd-report
+  python -m training loop --rounds 5 --plot var/closed_loop.png
 See docs/training.md for the config fields and the artifact format."""
 
 
@@ -58,7 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, type=Path, help="training config YAML")
     t.add_argument("--out", required=True, type=Path, help="artifact directory to create")
     t.add_argument("--dataset", type=Path, help="Parquet dataset (overrides the config)")
+    t.add_argument("--logs", type=Path,
+                   help="train on an `nba logs export` directory (logged, point-in-time rows)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    t.add_argument("--dask", action="store_true",
+                   help="train with lightgbm.dask (config `dask:`; a LocalCluster unless "
+                        "--scheduler is given)")
+    t.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 "
+                                       "(implies --dask); with --dataset/--logs the workers "
+                                       "read the Parquet files themselves")
+    t.add_argument("--report", type=Path,
+                   help="also write an evaluation report (metrics + OPE) on the held-out rows")
 
     e = sub.add_parser("export", help="package an existing LightGBM text model as an artifact",
                        description="Wrap a model.txt trained elsewhere: evaluate it on a "
@@ -71,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--golden-rows", type=int, default=64, help="dataset rows in golden.npz")
     e.add_argument("--seed", type=int, default=7, help="seed for sampling the golden rows")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    add_eval_parsers(sub)
 
     v = sub.add_parser("verify", help="run the service's artifact checks",
                        description="Verify hashes, schema, feature names and the golden set.")
@@ -125,19 +145,58 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.dataset import Dataset
+    from training.logs_dataset import load_logs
     from training.train import run_training
 
     cfg = load_config(args.config)
+    if args.dask or args.scheduler:
+        dask = cfg.dask.model_copy(update={"enabled": True,
+                                           "scheduler": args.scheduler or cfg.dask.scheduler})
+        cfg = cfg.model_copy(update={"dask": dask})
     schema, catalog = _load_inputs(cfg)
-    dataset = Dataset.load(args.dataset, schema) if args.dataset else None
     started = time.monotonic()
-    result, path = run_training(cfg, schema, catalog, args.out, dataset=dataset,
-                                overwrite=args.overwrite)
+    if args.scheduler and (args.dataset or args.logs):
+        from training.dask_train import run_training_parquet
+
+        result, path = run_training_parquet(cfg, schema, catalog, args.dataset or args.logs,
+                                            args.out, overwrite=args.overwrite)
+        dataset = None
+    else:
+        dataset = Dataset.load(args.dataset, schema) if args.dataset else (
+            load_logs(args.logs, schema).dataset if args.logs else None)
+        result, path = run_training(cfg, schema, catalog, args.out, dataset=dataset,
+                                    overwrite=args.overwrite)
     m = result.metrics
     print(f"auc={m['auc']:.4f} logloss={m['logloss']:.4f} base_rate={m['base_rate']:.4f} "
           f"trees={m['best_iteration']} n_train={m['n_train']} n_valid={m['n_valid']}")
     print(f"artifact: {path} ({time.monotonic() - started:.1f}s)")
+    if args.report:
+        _train_report(args.report, path, dataset, schema, catalog, result, cfg)
     return 0
+
+
+def _train_report(out: Path, artifact: Path, dataset: Any, schema: FeatureSchema, catalog: Any,
+                  result: Any, cfg: TrainConfig) -> None:
+    from nba_service.scoring.artifact import load_artifact
+    from training.dask_train import valid_mask
+    from training.evaluate import evaluate_model
+    from training.report import write_report
+    from training.train import build_dataset
+
+    data = dataset if dataset is not None else build_dataset(cfg, schema, catalog)
+    if len(result.valid_rows):
+        rows = result.valid_rows
+    else:  # the dask trainer holds out customers by hash
+        rows = np.flatnonzero(valid_mask(data.customer_id, cfg.training.valid_fraction))
+    held = data.subset(rows) if len(rows) else data
+    model = load_artifact(artifact, schema)
+    evaluation = evaluate_model(held, model.scorer.predict, schema, catalog, seed=cfg.seed)
+    page = write_report(evaluation, out, title=f"Evaluation of {model.version}", info={
+        "model_version": model.version, "rows (held-out customers)": len(held),
+        "logging_policy": held.logging_policy, "catalog": str(getattr(catalog, "version", "")),
+    })
+    print_ope(evaluation)
+    print(f"report: {page}")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -181,7 +240,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"simulate": _cmd_simulate, "train": _cmd_train, "export": _cmd_export,
-            "verify": _cmd_verify, "publish": _cmd_publish}
+            "verify": _cmd_verify, "publish": _cmd_publish, "evaluate": cmd_evaluate,
+            "bandit": cmd_bandit, "loop": cmd_loop}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, SchemaError, CatalogError, ArtifactError, RegistryError, DatasetError,
-            FileExistsError, FileNotFoundError) as exc:
+            FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

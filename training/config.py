@@ -13,7 +13,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["ConfigError", "SimulationConfig", "TrainConfig", "TrainingConfig", "load_config"]
+__all__ = [
+    "ConfigError",
+    "DaskConfig",
+    "SimulationConfig",
+    "TrainConfig",
+    "TrainingConfig",
+    "load_config",
+]
 
 # Forced on every run: the same config must rebuild the same model byte for byte.
 REPRODUCIBLE_PARAMS = {"deterministic": True, "force_row_wise": True}
@@ -79,6 +86,20 @@ class TrainingConfig(_Strict):
         return v
 
 
+class DaskConfig(_Strict):
+    """Distributed training with lightgbm.dask (see training/dask_train.py)."""
+
+    enabled: bool = Field(False, description="Train with DaskLGBMClassifier")
+    scheduler: str | None = Field(
+        None, description="Scheduler address (tcp://host:8786); None starts a LocalCluster"
+    )
+    n_workers: int = Field(2, ge=1, description="LocalCluster workers")
+    threads_per_worker: int = Field(1, ge=1, description="LightGBM threads per worker")
+    processes: bool = Field(False, description="LocalCluster workers as processes")
+    partitions: int | None = Field(None, ge=1,
+                                   description="Row partitions of an in-memory dataset")
+
+
 class TrainConfig(_Strict):
     name: str = Field("propensity", pattern=r"^[a-z0-9][a-z0-9_.-]*$",
                       description="Model name: the prefix of model_version")
@@ -90,6 +111,7 @@ class TrainConfig(_Strict):
         default_factory=lambda: SimulationConfig.model_validate({})
     )
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig.model_validate({}))
+    dask: DaskConfig = Field(default_factory=lambda: DaskConfig.model_validate({}))
     golden_rows: int = Field(64, ge=1, le=10_000, description="Training rows in golden.npz")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -202,12 +202,15 @@ def run_training(
     """Dataset -> model -> verified artifact in `out_dir`."""
     data = dataset if dataset is not None else build_dataset(cfg, schema, catalog)
     t = cfg.training
-    result = train_propensity_model(
-        data, schema, params=t.params, seed=cfg.seed, valid_fraction=t.valid_fraction,
-        early_stopping_rounds=t.early_stopping_rounds, num_boost_round=t.num_boost_round,
-        num_threads=t.num_threads, class_imbalance=t.class_imbalance,
-        scale_pos_weight=t.scale_pos_weight, log_every=t.log_every,
-    )
+    if cfg.dask.enabled:
+        result = _train_dask(cfg, schema, data)
+    else:
+        result = train_propensity_model(
+            data, schema, params=t.params, seed=cfg.seed, valid_fraction=t.valid_fraction,
+            early_stopping_rounds=t.early_stopping_rounds, num_boost_round=t.num_boost_round,
+            num_threads=t.num_threads, class_imbalance=t.class_imbalance,
+            scale_pos_weight=t.scale_pos_weight, log_every=t.log_every,
+        )
     golden = golden_inputs(schema, data.x, cfg.golden_rows, cfg.seed)
     path = export_artifact(
         result.booster, schema, out_dir, name=cfg.name, golden_x=golden,
@@ -217,6 +220,21 @@ def run_training(
         overwrite=overwrite,
     )
     return result, path
+
+
+def _train_dask(cfg: TrainConfig, schema: FeatureSchema, data: Dataset) -> TrainResult:
+    from training.dask_train import dask_client, train_propensity_model_dask
+
+    t, d = cfg.training, cfg.dask
+    if t.class_imbalance != "none":
+        raise ValueError("training.class_imbalance is not supported with dask.enabled")
+    with dask_client(d.scheduler, d.n_workers, d.threads_per_worker, d.processes) as client:
+        return train_propensity_model_dask(
+            schema, client, dataset=data, params=dict(t.params), seed=cfg.seed,
+            valid_fraction=t.valid_fraction, early_stopping_rounds=t.early_stopping_rounds,
+            num_boost_round=t.num_boost_round, threads_per_worker=d.threads_per_worker,
+            partitions=d.partitions,
+        )
 
 
 def train_demo_model(
