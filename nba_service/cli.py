@@ -10,9 +10,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nba_service.security.commands import add_security_commands
 from nba_service.settings import Settings, load_settings
 
 log = logging.getLogger("nba")
+
+
+def setup_service_logging(settings: Settings) -> None:
+    """Text or JSON lines, customer ids pseudonymised, secrets redacted (docs/operations.md)."""
+    from nba_service.observability.logs import setup_logging
+    from nba_service.security.pseudonym import Pseudonymizer
+
+    key = settings.pseudonym_key.get_secret_value().encode() if settings.pseudonym_key else None
+    setup_logging(settings.log_level, settings.log_format, Pseudonymizer(key))
 
 
 def _setup_logging(level: str) -> None:
@@ -41,13 +51,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(
         host=args.host,
         port=args.port,
+        http_port=args.http_port,
         redis_url=args.redis_url,
         model_path=args.model,
         model_registry=args.registry,
         catalog=args.catalog,
         feature_schema=args.features,
+        workers=args.workers,
     )
-    _setup_logging(settings.log_level)
+    setup_service_logging(settings)
+    if settings.workers != 1:
+        from nba_service.workers import Supervisor
+
+        try:
+            return Supervisor(settings, settings.workers).run()
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     asyncio.run(run_server(settings))
     return 0
 
@@ -124,11 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the gRPC service")
     s.add_argument("--host", help="bind address (default 127.0.0.1, env NBA_HOST)")
     s.add_argument("--port", type=int, help="gRPC port (default 50051, env NBA_PORT)")
+    s.add_argument(
+        "--http-port", type=int,
+        help="HTTP/JSON gateway, demo page and inspector (default 8080, env NBA_HTTP_PORT; "
+             "0 = a free port, -1 = off)",
+    )
     s.add_argument("--redis-url", help="online store URL; unset: start an embedded server")
     s.add_argument("--model", type=Path, help="model artifact directory to serve")
     s.add_argument("--registry", type=Path, help="model registry directory to serve from")
     s.add_argument("--catalog", type=Path, help="action catalog YAML")
     s.add_argument("--features", type=Path, help="feature schema YAML")
+    s.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port; 0 = one per core (default 1, env NBA_WORKERS)",
+    )
     s.set_defaults(func=cmd_serve)
 
     d = sub.add_parser(
@@ -160,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=2.0, help="deadline in seconds")
     c.set_defaults(func=cmd_decide)
 
+    add_security_commands(sub)
+
+    sub.add_parser(
+        "bench",
+        help="benchmark Decide against the machine's floor (loadtests/bench.py; see --help)",
+        add_help=False,
+    )
+
     f = sub.add_parser("features", help="feature store operations")
     fsub = f.add_subparsers(dest="features_command", required=True)
     fl = fsub.add_parser("load", help="load a Parquet or CSV file of customer features")
@@ -170,10 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--batch-size", type=int, default=5000)
     fl.add_argument("--rejects", type=Path, help="CSV report of rejected rows and why")
     fl.set_defaults(func=cmd_features_load)
+
+    from nba_service.logs.commands import add_closed_loop_parsers
+
+    add_closed_loop_parsers(sub)  # logs export, report, batch decide
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Its options belong to loadtests/bench.py (`nba bench --help` lists them).
+        from nba_service.bench_cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

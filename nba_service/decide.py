@@ -7,19 +7,43 @@ swap in the middle of a request cannot mix versions.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from features.encoding import RowEncoder
 from features.schema import FeatureSchema
-from nba_service.engine.arbitration import Engine, Ranking
-from nba_service.engine.catalog import Action, Catalog
+from nba_service.decide_support import (
+    STORE_ERRORS,
+    candidate_explanations,
+    fallback_explanation,
+    fallback_ranked_actions,
+    ranked_actions,
+    select_actions,
+)
+from nba_service.engine.arbitration import Engine
+from nba_service.engine.catalog import Catalog
+from nba_service.engine.explore import Selection
+from nba_service.engine.fallback import FALLBACK_REASONS
+from nba_service.engine.policies import PolicyTable
+from nba_service.scoring.artifact import LoadedModel
 from nba_service.scoring.registry import ModelHolder
+from nba_service.scoring.router import ModelRouter
+from nba_service.scoring.runner import ScoringRunner
 from nba_service.store.online import CustomerSnapshot, OnlineStore
-from nba_service.types import Decision, DecisionRequest, Explanation, RankedAction
+from nba_service.store.policies import PolicyRead
+from nba_service.types import (
+    Decision,
+    DecisionRequest,
+    DecisionTrace,
+    Explanation,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,12 +53,14 @@ class CatalogRuntime:
     catalog: Catalog
     engine: Engine
     encoder: RowEncoder
+    policies: PolicyTable
 
     @classmethod
     def build(cls, catalog: Catalog, schema: FeatureSchema) -> CatalogRuntime:
         engine = Engine(catalog, schema)
         encoder = RowEncoder(schema, [a.attributes() for a in catalog.actions])
-        return cls(catalog=catalog, engine=engine, encoder=encoder)
+        return cls(catalog=catalog, engine=engine, encoder=encoder,
+                   policies=PolicyTable(catalog))
 
 
 def new_decision_id() -> str:
@@ -56,11 +82,19 @@ class Decider:
         store: OnlineStore,
         catalogs: CatalogHolder,
         models: ModelHolder,
+        rng: np.random.Generator | None = None,
+        router: ModelRouter | None = None,
+        scoring: ScoringRunner | None = None,
     ) -> None:
         self.schema = schema
         self.store = store
         self.catalogs = catalogs
         self.models = models
+        # Champion/challenger routing, and where scores run (inline or a scoring thread).
+        self.router = router if router is not None else ModelRouter(models)
+        self.scoring = scoring if scoring is not None else ScoringRunner(threads=0)
+        # Exploration's randomness; injectable so tests can replay a sequence of decisions.
+        self.rng = rng if rng is not None else np.random.default_rng()
         n_cols = len(schema.features)
         # One reusable input matrix: the event loop runs one decision's encode+score at a time
         # with no await in between, so sharing it is safe and saves an allocation per request.
@@ -74,40 +108,63 @@ class Decider:
     async def decide(self, req: DecisionRequest) -> Decision:
         t0 = time.perf_counter_ns()
         rt = self.catalogs.current
-        model = self.models.model
-        snap = await self.store.fetch(req.customer_id)
+        route = self.router.route(req.customer_id)
+        model = route.model
+        candidates = rt.engine.candidates_for(req.channel, req.placement or None)
+        now_ms = time.time_ns() // 1_000_000
+        # Contact history and budget counters ride in the same pipelined round trip.
+        policy_read = PolicyRead(rt.policies, candidates, req.channel, now_ms)
+        try:
+            snap = await self.store.fetch(req.customer_id, now_ms=now_ms,
+                                          extra=policy_read.commands)
+        except STORE_ERRORS as exc:
+            log.warning("store unavailable, serving the fallback set: %r", exc)
+            return self._fallback(rt, model, req, FALLBACK_REASONS["store"], [], t0)
         t1 = time.perf_counter_ns()
         degraded = _feature_reasons(snap)
+        if model is None:
+            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0)
         context = dict(req.context)
         context["channel"] = req.channel
         row = rt.encoder.customer_row(snap.batch, snap.realtime, context)
-        candidates = rt.engine.candidates_for(req.channel, req.placement or None)
         x = rt.encoder.encode(row, candidates, out=self._matrix(len(candidates)))
         t2 = time.perf_counter_ns()
-        if model is None:
-            degraded.append("model_unavailable")
-            propensity = np.full(len(candidates), 0.5)
-            model_version = ""
-        else:
-            propensity = model.scorer.predict(x)
-            model_version = model.version
+        try:
+            # An offloaded score returns its private copy of x: the shared buffer may be
+            # refilled by another decision while this one awaits.
+            propensity, x = await self.scoring.score(model, x)
+            shadow = None
+            if route.shadow is not None:
+                shadow, x = await self.scoring.shadow(route.shadow, x, rt.catalog, candidates)
+        except Exception:
+            log.exception("model %s failed, serving the fallback set", model.version)
+            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0)
+        model_version = model.version
         t3 = time.perf_counter_ns()
+        policies = policy_read.evaluate(candidates, snap.history, snap.extra)
         ranking = rt.engine.rank(
-            row, candidates, propensity, req.channel, context, req.limit, now_s=time.time()
+            row, candidates, propensity, req.channel, context, req.limit,
+            policy_block=policies.block, now_s=now_ms / 1000, lever_scale=policies.lever_scale,
         )
-        actions = self._ranked_actions(rt, ranking, req.channel)
+        selection = select_actions(rt, ranking, req, self.rng)
+        ranking = selection.ranking  # served and stages as finally chosen
+        actions = ranked_actions(rt, selection, req.channel)
         t4 = time.perf_counter_ns()
         explanation = None
         if req.explain:
-            explanation = self._explain(rt, ranking, x, model)
+            explanation = self._explain(rt, selection, x, model, policies.details)
+        decision_id = new_decision_id()
         return Decision(
-            decision_id=new_decision_id(),
+            decision_id=decision_id,
             actions=actions,
             model_version=model_version,
             catalog_version=rt.catalog.version,
             degraded_reasons=degraded,
             request_id=req.request_id,
             explanation=explanation,
+            # References only: the decision log encodes them after the response is sent.
+            trace=DecisionTrace(req.customer_id, req.channel, req.placement,
+                                int(decision_id[:12], 16), row, ranking, rt),
             timing={
                 "store": _us(t0, t1),
                 "encode": _us(t1, t2),
@@ -115,48 +172,33 @@ class Decider:
                 "rules": _us(t3, t4),
                 "total": _us(t0, time.perf_counter_ns()),
             },
+            explored=selection.explored,
+            control_group=selection.control_group,
+            shadow=shadow,
         )
 
-    def _ranked_actions(self, rt: CatalogRuntime, r: Ranking, channel: str) -> list[RankedAction]:
-        out = []
-        for rank, pos in enumerate(r.served, start=1):
-            action: Action = rt.catalog.actions[int(r.candidates[pos])]
-            out.append(
-                RankedAction(
-                    action_id=action.id,
-                    action_type=action.type,
-                    group=action.group,
-                    rank=rank,
-                    priority=float(r.priority[pos]),
-                    propensity=float(r.propensity[pos]),
-                    value=float(r.value[pos]),
-                    context_weight=float(r.context_weight[pos]),
-                    lever=float(r.lever[pos]),
-                    treatment=action.treatment_for(channel),
-                    reason_codes=r.reason_codes(pos),
-                    # No exploration yet: the ranking is deterministic given the scores.
-                    selection_probability=1.0,
-                )
-            )
-        return out
+    def _fallback(self, rt: CatalogRuntime, model: LoadedModel | None, req: DecisionRequest,
+                  reason: str, degraded: list[str], t0: int) -> Decision:
+        """The channel's fallback set, flagged degraded with `reason` (docs/catalog.md)."""
+        actions = fallback_ranked_actions(rt, req)
+        explanation = None
+        if req.explain:
+            explanation = Explanation(fallback_explanation(actions, reason), {})
+        return Decision(
+            decision_id=new_decision_id(),
+            actions=actions,
+            model_version=model.version if model is not None else "",
+            catalog_version=rt.catalog.version,
+            degraded_reasons=[reason, *degraded],
+            request_id=req.request_id,
+            explanation=explanation,
+            timing={"total": _us(t0, time.perf_counter_ns())},
+        )
 
-    def _explain(self, rt: CatalogRuntime, r: Ranking, x: np.ndarray, model: object) -> Explanation:
-        ranks = {int(pos): i + 1 for i, pos in enumerate(r.served)}
-        candidates: list[dict[str, object]] = []
-        for pos, idx in enumerate(r.candidates):
-            removed = r.removed_by(pos)
-            candidates.append(
-                {
-                    "action_id": rt.catalog.actions[int(idx)].id,
-                    "removed_by": removed,
-                    "propensity": float(r.propensity[pos]),
-                    "context_weight": float(r.context_weight[pos]),
-                    "value": float(r.value[pos]),
-                    "lever": float(r.lever[pos]),
-                    "priority": float(r.priority[pos]),
-                    "rank": ranks.get(pos, 0),
-                }
-            )
+    def _explain(self, rt: CatalogRuntime, sel: Selection, x: np.ndarray,
+                 model: object, policy_details: Mapping[int, str] | None = None) -> Explanation:
+        r = sel.ranking
+        candidates = candidate_explanations(rt, sel, policy_details)
         contributions: dict[str, list[tuple[str, float]]] = {}
         scorer = getattr(model, "scorer", None)
         if scorer is not None and len(r.served) and hasattr(scorer, "contributions"):

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import redis
 
 from features.schema import FeatureSchema, Source
+from nba_service._proto.nba.v1 import decisioning_pb2 as pb
 from nba_service._proto.nba.v1 import decisioning_pb2_grpc
 from nba_service.client import build_request, format_decision
 from nba_service.engine.catalog import load_catalog
@@ -109,6 +110,20 @@ async def run_demo(args: argparse.Namespace) -> int:
                     f"{customers[0]['customer_id']} --channel WEB --target {address.target}"
                     "\nCtrl-C to stop"
                 )
+                if server.http is not None:
+                    # Two agents per queue, so the demo page can show its chat invite.
+                    async with grpc.aio.insecure_channel(address.target) as channel:
+                        stub = decisioning_pb2_grpc.DecisioningStub(channel)
+                        for queue in ("sales", "service"):
+                            await stub.ReportAgentCapacity(pb.AgentCapacityRequest(
+                                queue=queue, agents_available=2), timeout=5.0)
+                    print(
+                        f"demo page: {server.http.url}/demo?customer="
+                        f"{customers[0]['customer_id']}  (chat invite after the dwell time;"
+                        " capacity reports expire after 5 min: re-report on the page)\n"
+                        f"inspector: {server.http.url}/inspector?customer_id="
+                        f"{customers[0]['customer_id']}&channel=WEB"
+                    )
                 await _wait_forever()
         finally:
             await server.stop(grace=1.0)

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nba_service.errors import NbaError
 
@@ -23,6 +25,12 @@ def _wrap_unary(behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[An
             await context.abort(exc.code, str(exc))
         except grpc.aio.AbortError:
             raise
+        except TimeoutError:
+            # A store write or read ran out of the request's time budget.
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        except (RedisConnectionError, RedisTimeoutError):
+            # Writes cannot fall back; the client retries (idempotent per event_id).
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "online store unavailable; retry")
         except Exception:
             # Clients never see a stack trace; the log keeps it with the method name.
             log.exception("unhandled error in %s", name)

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
 
 from features.schema import FeatureSchema
-from nba_service.decide import CatalogHolder, CatalogRuntime, Decider
+from nba_service.catalog_watch import CatalogReloader, ReloadResult, build_catalog_runtime
+from nba_service.chat import ChatTrigger
+from nba_service.decide import CatalogHolder, Decider
 from nba_service.engine.catalog import load_catalog
+from nba_service.engine.fallback import channels_without_fallback
 from nba_service.errors import InvalidArgument, NotFound
-from nba_service.scoring.registry import ModelHolder, read_current
+from nba_service.inspector import Inspector
+from nba_service.reliability.safeguards import Safeguards
+from nba_service.scoring.registry import ModelHolder
+from nba_service.scoring.service import ModelService
+from nba_service.scoring.watcher import ReloadOutcome
+from nba_service.security.redis_options import redis_client_kwargs
 from nba_service.settings import Settings
+from nba_service.store.chat import ChatStore
+from nba_service.store.decision_log import DecisionLogWriter
 from nba_service.store.embedded import EmbeddedRedis
-from nba_service.store.online import OnlineStore
-from nba_service.store.outcomes import OutcomeWriter
+from nba_service.store.outcomes import OutcomeWriter, raise_for_outcome
 from nba_service.types import Decision, DecisionRequest, OutcomeEvent
 
 log = logging.getLogger(__name__)
@@ -29,12 +40,25 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schema = FeatureSchema.from_yaml(settings.feature_schema)
-        self.models = ModelHolder(self.schema)
+        self.models = ModelHolder(self.schema, settings.model_slot,
+                                  backend=settings.scoring_backend)
+        self.safeguards = Safeguards(settings)
+        self.models.verifier = self.safeguards.model_verifier
+        # Champion/challenger holders, registry watch, scoring threads (docs/scoring.md).
+        self.model_service = ModelService(settings, self.schema, self.models,
+                                          on_change=self._changed)
         self._embedded: EmbeddedRedis | None = None
         self._client: aioredis.Redis | None = None
         self._decider: Decider | None = None
         self._outcomes: OutcomeWriter | None = None
         self.catalogs: CatalogHolder | None = None
+        self.decision_log: DecisionLogWriter | None = None
+        self.chat: ChatTrigger | None = None
+        self.inspector: Inspector | None = None
+        self.catalog_reloader: CatalogReloader | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        # Awaited after a catalog reload attempt, e.g. so the server re-evaluates its health.
+        self.on_change: Callable[[], Awaitable[None]] | None = None
 
     @property
     def redis_url(self) -> str:
@@ -54,34 +78,65 @@ class Runtime:
             self.redis_url,
             socket_timeout=self.settings.redis_timeout_s,
             socket_connect_timeout=self.settings.redis_timeout_s,
+            **redis_client_kwargs(self.settings),
         )
         await self._client.ping()
         catalog = load_catalog(self.settings.catalog, self.schema)
-        rt = CatalogRuntime.build(catalog, self.schema)
-        # Compile the kernels now: no request may pay for JIT compilation.
-        rt.engine.warm_up()
+        # Compiles and warms the kernels now: no request may pay for JIT compilation.
+        rt = build_catalog_runtime(catalog, self.schema)
         self.catalogs = CatalogHolder(rt)
-        self._load_model()
+        self.catalog_reloader = CatalogReloader(
+            self.settings.catalog, self.schema, self.catalogs, on_change=self._changed
+        )
+        if self.settings.catalog_watch_interval_s > 0:
+            self._watch_task = asyncio.create_task(
+                self.catalog_reloader.watch(self.settings.catalog_watch_interval_s),
+                name="catalog-watch",
+            )
+        await self.model_service.start()
         self._decider = Decider(
-            self.schema, OnlineStore(self._client, self.schema), self.catalogs, self.models
+            self.schema,
+            # Breaker and deadline budget around every read of a decision (docs/operations.md).
+            self.safeguards.guard_store(self._client, self.schema),
+            self.catalogs,
+            self.models,
+            router=self.model_service.router,
+            scoring=self.model_service.runner,
         )
         self._outcomes = OutcomeWriter(self._client)
+        self.chat = ChatTrigger(self.schema, self._decider.store, self.catalogs, self.models,
+                                ChatStore(self._client))
+        self.inspector = Inspector(self.schema, self._client, self._decider)
+        if self.settings.decision_log:
+            s = self.settings
+            self.decision_log = DecisionLogWriter(
+                self._client, self.schema.hash, queue_size=s.decision_log_queue,
+                batch_size=s.decision_log_batch, maxlen=s.decision_log_maxlen,
+                outcome_maxlen=s.outcome_log_maxlen, settle_ms=s.decision_log_settle_ms,
+            )
+            self.decision_log.start()
 
-    def _load_model(self) -> None:
-        path = self.settings.model_path
-        if path is None and self.settings.model_registry is not None:
-            registry = self.settings.model_registry
-            version = read_current(registry, self.settings.model_slot)
-            if version is not None:
-                path = registry / self.settings.model_slot / "versions" / version
-        if path is None:
-            log.warning("no model configured (NBA_MODEL_PATH or NBA_MODEL_REGISTRY)")
-            return
-        if not self.models.try_load(path):
-            log.error("model at %s not loaded: %s", path, self.models.last_error)
+    async def reload_model(self, slot: str | None = None) -> ReloadOutcome:
+        """Admin.ReloadModel: load the slot's current version (or the configured artifact)."""
+        return await self.model_service.reload(slot)
 
     def ready(self) -> bool:
-        return self.catalogs is not None and self.models.model is not None
+        # Every channel needs a fallback set: without one it could not answer when the model
+        # or the store is down.
+        return (
+            self.catalogs is not None
+            and self.models.model is not None
+            and not channels_without_fallback(self.catalogs.current.catalog)
+        )
+
+    async def _changed(self) -> None:
+        if self.on_change is not None:
+            await self.on_change()
+
+    async def reload_catalog(self) -> ReloadResult:
+        if self.catalog_reloader is None:
+            raise RuntimeError("runtime not started")
+        return await self.catalog_reloader.reload()
 
     def details(self) -> dict[str, object]:
         model = self.models.model
@@ -89,15 +144,35 @@ class Runtime:
             "model_version": model.version if model else None,
             "model_error": self.models.last_error,
             "catalog_version": self.catalogs.current.catalog.version if self.catalogs else None,
+            "decision_log": vars(self.decision_log.counters) if self.decision_log else None,
+            "channels_without_fallback": ", ".join(
+                channels_without_fallback(self.catalogs.current.catalog)) or None
+            if self.catalogs else None,
+            **(self.catalog_reloader.details() if self.catalog_reloader else {}),
+            **self.model_service.details(),
         }
 
     async def stop(self) -> None:
+        await self.model_service.stop()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        if self.decision_log is not None:
+            # After the server drained: every answered decision gets its log entry written.
+            await self.decision_log.stop()
+            self.decision_log = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
+
+    def started(self) -> bool:
+        """Can requests be answered at all (a fallback at least)? False while starting."""
+        return self._decider is not None
 
     def _require(self) -> tuple[Decider, OutcomeWriter, CatalogHolder]:
         if self._decider is None or self._outcomes is None or self.catalogs is None:
@@ -106,18 +181,42 @@ class Runtime:
 
     async def decide(self, req: DecisionRequest) -> Decision:
         decider, _, _ = self._require()
-        return await decider.decide(req)
+        decision = await decider.decide(req)
+        self.safeguards.observe_decision(req, decision)
+        if self.decision_log is not None:
+            self.decision_log.submit(decision)
+        return decision
 
     async def record_outcome(self, ev: OutcomeEvent) -> bool:
         _, outcomes, catalogs = self._require()
+        rt = catalogs.current
         try:
-            catalogs.current.catalog.index_of(ev.action_id)
+            index = rt.catalog.index_of(ev.action_id)
         except KeyError:
             raise NotFound(f"action_id: unknown action {ev.action_id!r}") from None
+        if ev.outcome == "impression" and not ev.channel:
+            raise InvalidArgument("channel", "is required for IMPRESSION outcomes (contact "
+                                             "policies count impressions per channel)")
         ts_ms = ev.ts_ms if ev.ts_ms is not None else time.time_ns() // 1_000_000
-        return await outcomes.record(
-            ev.customer_id, ev.action_id, ev.outcome, ev.event_id, ts_ms, ev.value
+        if self.chat is not None and await self.chat.on_outcome(ev) is not None:
+            # A chat invite is not a Decide decision: the chat store settled its agent hold;
+            # the history records the outcome without a decision record to check it against.
+            ev = dataclasses.replace(ev, decision_id="")
+        if self.decision_log is not None and ev.decision_id:
+            await self.decision_log.ensure_recorded(ev.customer_id, ev.decision_id)
+        result = await outcomes.record(
+            ev.customer_id, ev.action_id, ev.outcome, ev.event_id, ts_ms, ev.value,
+            channel=ev.channel or "", decision_id=ev.decision_id,
+            params=rt.policies.admission(index, ev.channel),
         )
+        # Unknown decision, action not served in it, impression refused: nothing was written.
+        raise_for_outcome(result, ev.customer_id, ev.action_id, ev.decision_id,
+                          rt.policies.detail, index, ev.channel)
+        applied = result.applied
+        # Only applied outcomes reach the outcome log, so a replayed event_id is logged once.
+        if self.decision_log is not None and applied:
+            await self.decision_log.append_outcome(ev, ts_ms)
+        return applied
 
     async def ingest_events(
         self, customer_id: str, events: Sequence[tuple[str, object, str]], ts_ms: int | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -11,7 +12,9 @@ from grpc_reflection.v1alpha import reflection
 
 from nba_service._proto.nba.v1 import decisioning_pb2, decisioning_pb2_grpc
 from nba_service.admin import AdminServicer
+from nba_service.http import HttpServer, resolve_http_port
 from nba_service.interceptors import ErrorInterceptor
+from nba_service.reliability.safeguards import Safeguards
 from nba_service.runtime import Runtime
 from nba_service.servicer import DecisioningServicer
 from nba_service.settings import Settings
@@ -45,14 +48,22 @@ class NbaServer:
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.address: BoundAddress | None = None
+        # The HTTP/JSON gateway shares this loop; /healthz reports what gRPC health reports.
+        self.http: HttpServer | None = None
+        self._serving = False
+        # Shared with the runtime (store breaker, metrics); a runtime without them gets its own.
+        guards = getattr(runtime, "safeguards", None)
+        self.safeguards: Safeguards = guards if guards is not None else Safeguards(settings)
 
     async def start(self) -> BoundAddress:
+        guards = self.safeguards
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor()],
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", 1 << 20),
+            # Metrics, auth, admission (shedding, decoding), deadline, scopes, then errors.
+            interceptors=[
+                *guards.interceptors(getattr(self.runtime, "started", self.runtime.ready)),
+                ErrorInterceptor(),
             ],
+            options=[("grpc.so_reuseport", 1), *guards.server_options()],
         )
         decisioning_pb2_grpc.add_DecisioningServicer_to_server(
             DecisioningServicer(self.runtime, self.settings), server
@@ -64,13 +75,19 @@ class NbaServer:
             server,
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        port = guards.bind(server, f"{self.settings.host}:{self.settings.port}")
         if port == 0:
             raise OSError(f"cannot bind {self.settings.host}:{self.settings.port}")
         await server.start()
+        self.safeguards.start()
         self._server = server
         self.address = BoundAddress(self.settings.host, port)
+        # A catalog reload can change readiness (e.g. a channel gains its fallback set).
+        self.runtime.on_change = self.refresh_health
         try:
+            if resolve_http_port(self.settings) is not None:
+                self.http = HttpServer(self.settings, self.runtime, lambda: self._serving)
+                await self.http.start()
             await self.runtime.start()
         except BaseException:
             await self.stop(grace=0)
@@ -81,6 +98,7 @@ class NbaServer:
 
     async def refresh_health(self) -> None:
         ready = self.runtime.ready()
+        self._serving = ready and self._server is not None
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if ready
@@ -98,7 +116,21 @@ class NbaServer:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         # Load balancers see NOT_SERVING first and stop routing here; then in-flight RPCs drain.
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        self._serving = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        if self.settings.drain_s > 0 and grace > 0:
+            # Deliberate: routing tables (kube-proxy, LB health checks) lag the health status.
+            await asyncio.sleep(min(self.settings.drain_s, grace))
+        # New calls get a retryable UNAVAILABLE while the ones in flight finish.
+        left = await self.safeguards.drain(max(until - loop.time(), 0.0))
+        if left:
+            log.warning("%d calls still in flight after the %.1f s grace", left, grace)
+        await self._server.stop(max(until - loop.time(), 0.0))
+        await self.safeguards.stop()
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         self._server = None
         await self.runtime.stop()
         log.info("server stopped")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
 
+from nba_service import chat_api, stream_api
 from nba_service._proto.nba.v1 import decisioning_pb2 as pb
 from nba_service._proto.nba.v1 import decisioning_pb2_grpc
 from nba_service.errors import InvalidArgument
@@ -141,9 +143,10 @@ def to_response(d: Decision) -> pb.DecideResponse:
         degraded_reasons=d.degraded_reasons,
         request_id=d.request_id,
     )
+    recs = resp.recommendations
     for a in d.actions:
         t = a.treatment
-        resp.recommendations.add(
+        rec = recs.add(
             action_id=a.action_id,
             action_type=_ACTION_TYPES.get(a.action_type, pb.ACTION_TYPE_UNSPECIFIED),
             group=a.group,
@@ -155,13 +158,13 @@ def to_response(d: Decision) -> pb.DecideResponse:
             lever=a.lever,
             reason_codes=a.reason_codes,
             selection_probability=a.selection_probability,
-            treatment=pb.Treatment(
-                title=t.get("title", ""),
-                text=t.get("text", ""),
-                call_to_action=t.get("cta", ""),
-                url=t.get("url", ""),
-            ),
         )
+        # Filled in place: a pb.Treatment(...) argument would be built and then copied.
+        tr = rec.treatment
+        tr.title = t.get("title", "")
+        tr.text = t.get("text", "")
+        tr.call_to_action = t.get("cta", "")
+        tr.url = t.get("url", "")
     if d.explanation is not None:
         ex = resp.explanation
         for c in d.explanation.candidates:
@@ -170,15 +173,11 @@ def to_response(d: Decision) -> pb.DecideResponse:
             ac = ex.contributions.add(action_id=action_id)
             for feature, contribution in top:
                 ac.top.add(feature=feature, contribution=contribution)
-    timing = d.timing
-    resp.timing.CopyFrom(
-        pb.Timing(
-            store_us=timing.get("store", 0),
-            encode_us=timing.get("encode", 0),
-            score_us=timing.get("score", 0),
-            rules_us=timing.get("rules", 0),
-        )
-    )
+    timing, tm = d.timing, resp.timing
+    tm.store_us = timing.get("store", 0)
+    tm.encode_us = timing.get("encode", 0)
+    tm.score_us = timing.get("score", 0)
+    tm.rules_us = timing.get("rules", 0)
     return resp
 
 
@@ -212,3 +211,22 @@ class DecisioningServicer(decisioning_pb2_grpc.DecisioningServicer):
         customer_id, events, ts_ms = self.validate.events(request)
         applied = await self.runtime.ingest_events(customer_id, events, ts_ms)
         return pb.IngestEventsResponse(applied=applied)
+
+    async def DecideStream(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[pb.DecideRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.DecideResponse]:
+        async for resp in stream_api.decide_stream(
+            self.runtime, self.validate, request_iterator, context
+        ):
+            yield resp
+
+    async def EvaluateChatTrigger(
+        self, request: pb.ChatTriggerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChatTriggerResponse:
+        return await chat_api.evaluate(self.runtime, self.validate, request)
+
+    async def ReportAgentCapacity(
+        self, request: pb.AgentCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AgentCapacityResponse:
+        return await chat_api.report_capacity(self.runtime, self.validate, request)

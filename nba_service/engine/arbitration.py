@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
 from features.schema import FeatureSchema, FeatureSpec, Source
-from nba_service.engine import kernel
+from nba_service.engine import explore_kernels, kernel
 from nba_service.engine.catalog import CHANNELS, Catalog
 from nba_service.engine.reasons import POLICY_STAGES, Stage, reason_codes, stage_name
 
@@ -128,6 +128,19 @@ class Engine:
         self._channel_code(channel)
         return list(self.catalog.channel_fallbacks.get(channel, ()))
 
+    @property
+    def action_groups(self) -> np.ndarray:
+        """int32 group code (< `n_groups`) per catalog action, as the kernel's diversity uses."""
+        return self._group
+
+    @property
+    def n_groups(self) -> int:
+        return self._n_groups
+
+    @property
+    def max_per_group(self) -> int:
+        return self._max_per_group
+
     def _channel_code(self, channel: str) -> int:
         try:
             return self._channel_codes[channel]
@@ -146,12 +159,14 @@ class Engine:
         limit: int,
         policy_block: np.ndarray | None = None,
         now_s: float | None = None,
+        lever_scale: np.ndarray | None = None,
     ) -> Ranking:
         """Filter and rank `candidates` (catalog indices) for one customer on one channel.
 
         `customer_row` is the float32 model-input row shared by all candidates (missing = NaN);
         `propensity[i]` scores `candidates[i]`; `policy_block[i]` is 0 or the Stage (contact
-        policy, budget, capacity) that removed it, computed by the caller from the store.
+        policy, budget, capacity) that removed it, computed by the caller from the store;
+        `lever_scale[i]` (budget pacing, engine.policies) multiplies candidate i's lever.
         """
         code = self._channel_code(channel)
         n = len(candidates)
@@ -188,10 +203,18 @@ class Engine:
         stage = np.empty(n, dtype=np.int32)
         priority, cw, value, lever = (np.empty(n, dtype=np.float64) for _ in range(4))
         served = np.empty(min(limit, n), dtype=np.int64)
+        static = self._kernel_static
+        if lever_scale is not None:
+            if len(lever_scale) != n:
+                raise ValueError(f"{len(lever_scale)} lever multipliers for {n} candidates")
+            # The kernel reads levers by catalog index: a scaled copy only when pacing applies.
+            levers = self._lever.copy()
+            levers[cands] *= np.asarray(lever_scale, dtype=np.float64)
+            static = (*static[:6], levers, *static[7:])
         k = kernel.decide(
             cands, prop, block, row, time.time() if now_s is None else float(now_s), code,
             bool(sbs_active), int(limit), self._max_per_group, self._n_groups,
-            *self._kernel_static,
+            *static,
             stage, priority, cw, value, lever, served,
         )
         served = served[:k]
@@ -217,12 +240,38 @@ class Engine:
         if stage is Stage.OUTSIDE_VALIDITY:
             v = action.validity
             return f"valid from {v.start_s:.0f} to {v.end_s:.0f} (epoch seconds)"
+        if stage is Stage.CONTACT_POLICY:
+            return f"contact policy: {_settings(action.contact_policy)}"
+        if stage is Stage.BUDGET:
+            return f"budget: {_settings(action.budget)}"
+        if stage is Stage.CAPACITY:
+            return "no capacity left (e.g. no chat agent available)"
+        if stage is Stage.SERVICE_BEFORE_SALES:
+            sbs = self.catalog.arbitration.service_before_sales
+            feat = sbs.complaint_feature if sbs is not None else "complaints"
+            return f"{action.type.value} action while {feat} > 0 on an assisted channel"
+        if stage is Stage.INVALID_PROPENSITY:
+            return "the model returned no propensity (NaN)"
+        if stage is Stage.RANK_CUTOFF:
+            return f"priority {ranking.priority[i]:.6g} ranks below the served actions"
+        if stage is Stage.CONTROL_GROUP:
+            return "the customer is in the random control group"
         return ""
 
     def warm_up(self) -> None:
         """Compile the kernels and run one decision per channel, before serving traffic."""
         kernel.warm_up()
+        explore_kernels.warm_up()
         row = np.full(self._n_columns, np.nan, dtype=np.float32)
         for ch in CHANNELS:
             cands = self.candidates_for(ch)
             self.rank(row, cands, np.full(len(cands), 0.5), ch, {}, 3)
+
+
+def _settings(block: object) -> str:
+    """'max_impressions=3, window_s=604800' for the parts of a policy/budget that are set."""
+    if block is None or not is_dataclass(block):
+        return "limit reached"
+    parts = [f"{f.name}={getattr(block, f.name)}" for f in fields(block)
+             if getattr(block, f.name) not in (None, False)]
+    return ", ".join(parts) or "limit reached"

@@ -26,6 +26,7 @@ from nba_service.engine.catalog_fields import (
     ArbitrationConfig,
     Budget,
     CatalogError,
+    ChannelLimits,
     ContactPolicy,
     FieldError,
     ServiceBeforeSales,
@@ -33,9 +34,19 @@ from nba_service.engine.catalog_fields import (
     Validity,
     parse_arbitration,
     parse_budget,
+    parse_channel_limits,
     parse_contact_policy,
     parse_treatments,
     parse_validity,
+)
+from nba_service.engine.chat_config import ChatConfig, parse_chat
+from nba_service.engine.explore_config import ExplorationConfig, parse_exploration
+from nba_service.engine.outcome_fields import (
+    DEFAULT_OUTCOMES,
+    OutcomeConfig,
+    OutcomeFieldError,
+    parse_action_outcomes,
+    parse_outcome_defaults,
 )
 from nba_service.engine.rules import ProgramBuilder, Programs, RuleError, SymbolTable
 
@@ -62,7 +73,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$")
 _ACTION_FIELDS = frozenset({
     "id", "type", "group", "channels", "placements", "value", "lever", "context_weights",
     *RULE_FIELDS, "treatments", "fallback", "mandatory", "validity", "contact_policy", "budget",
-    "description",
+    "description", "response_window", "outcome_weights",
 })
 
 
@@ -96,6 +107,7 @@ class Action:
     contact_policy: ContactPolicy | None = None
     budget: Budget | None = None
     description: str = ""
+    outcomes: OutcomeConfig = DEFAULT_OUTCOMES  # response window and outcome weights
 
     @property
     def has_rules(self) -> bool:
@@ -152,6 +164,9 @@ class Catalog:
     channel_fallbacks: Mapping[str, tuple[int, ...]]
     arbitration: ArbitrationConfig
     compiled: CompiledCatalog = field(repr=False)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    channel_limits: Mapping[str, ChannelLimits] = field(default_factory=dict)
+    chat: ChatConfig | None = None  # the `chat:` section (proactive chat invites)
     _index: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -186,17 +201,22 @@ def parse_catalog(doc: object, schema: FeatureSchema, source_text: str | None = 
     """Validate a parsed catalog document and compile its expressions against `schema`."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("actions"), list):
         raise CatalogError("catalog: expected a mapping with an 'actions' list")
-    unknown = set(doc) - {"name", "actions", "channels", "arbitration"}
+    unknown = set(doc) - {"name", "actions", "channels", "arbitration", "outcomes",
+                          "exploration", "chat"}
     if unknown:
         raise CatalogError(f"catalog: unknown top-level field(s) {sorted(unknown)}")
     if source_text is None:
         source_text = json.dumps(doc, sort_keys=True, default=str)
     version = hashlib.sha256(source_text.encode("utf-8")).hexdigest()[:12]
 
+    try:
+        outcome_defaults = parse_outcome_defaults(doc.get("outcomes"))
+    except OutcomeFieldError as exc:
+        raise CatalogError(f"catalog: field {exc.field!r}: {exc.message}") from None
     actions: list[Action] = []
     seen: set[str] = set()
     for i, raw in enumerate(doc["actions"]):
-        action = _parse_action(i, raw, schema)
+        action = _parse_action(i, raw, schema, outcome_defaults)
         if action.id in seen:
             raise CatalogError(f"action {action.id!r}: field 'id': duplicate id")
         seen.add(action.id)
@@ -206,6 +226,7 @@ def parse_catalog(doc: object, schema: FeatureSchema, source_text: str | None = 
     index = {a.id: i for i, a in enumerate(actions)}
     fallbacks = _parse_channels(doc.get("channels"), actions, index)
     arbitration = parse_arbitration(doc.get("arbitration"), schema)
+    exploration = parse_exploration(doc.get("exploration"))
     compiled = _compile(actions, schema)
     return Catalog(
         name=str(doc.get("name", "catalog")),
@@ -214,10 +235,15 @@ def parse_catalog(doc: object, schema: FeatureSchema, source_text: str | None = 
         channel_fallbacks=fallbacks,
         arbitration=arbitration,
         compiled=compiled,
+        exploration=exploration,
+        channel_limits=parse_channel_limits(doc.get("channels")),
+        chat=parse_chat(doc.get("chat"), [(a.id, a.type, a.channels) for a in actions], schema),
     )
 
 
-def _parse_action(i: int, raw: object, schema: FeatureSchema) -> Action:
+def _parse_action(
+    i: int, raw: object, schema: FeatureSchema, outcome_defaults: OutcomeConfig = DEFAULT_OUTCOMES
+) -> Action:
     if not isinstance(raw, Mapping):
         raise CatalogError(f"actions[{i}]: expected a mapping, got {type(raw).__name__}")
     aid = raw.get("id")
@@ -281,7 +307,9 @@ def _parse_action(i: int, raw: object, schema: FeatureSchema) -> Action:
         validity = parse_validity(raw.get("validity"))
         contact_policy = parse_contact_policy(raw.get("contact_policy"))
         budget = parse_budget(raw.get("budget"))
-    except FieldError as exc:
+        outcomes = parse_action_outcomes(raw.get("response_window"), raw.get("outcome_weights"),
+                                         outcome_defaults)
+    except (FieldError, OutcomeFieldError) as exc:
         raise err(exc.field, exc.message) from None
     return Action(
         id=aid, type=atype, group=group, channels=channels, treatments=treatments,
@@ -289,7 +317,7 @@ def _parse_action(i: int, raw: object, schema: FeatureSchema) -> Action:
         context_weights=_parse_context_weights(raw.get("context_weights"), schema, err),
         eligibility=rules["eligibility"], applicability=rules["applicability"],
         suitability=rules["suitability"], fallback=fallback, mandatory=mandatory,
-        validity=validity, contact_policy=contact_policy, budget=budget,
+        validity=validity, contact_policy=contact_policy, budget=budget, outcomes=outcomes,
         description=str(raw.get("description", "")),
     )
 

@@ -70,14 +70,29 @@ class ContactPolicy:
     suppress_after_reject_s: float | None = None
     stop_after_accept: bool = False
     cooldown_s: float | None = None
+    max_impressions_per_channel: int | None = None  # within `window_s`, on each channel apart
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Impressions allowed across all customers, per clock hour / UTC day (None: unlimited)."""
+    """Impressions allowed across all customers, per clock hour / UTC day (None: unlimited).
+
+    With `pacing`, the action's lever shrinks as spending runs ahead of the clock
+    (docs/contact-policies.md has the formula); `pacing_exponent` sharpens that curve.
+    """
 
     per_hour: int | None = None
     per_day: int | None = None
+    pacing: bool = True
+    pacing_exponent: float = 1.0
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """Per customer and channel, across actions: contact pressure limits (None disables)."""
+
+    max_contacts_per_day: int | None = None  # rolling 24 h
+    cooldown_s: float | None = None  # after any contact on the channel
 
 
 class ActionType(StrEnum):
@@ -175,19 +190,29 @@ def parse_contact_policy(raw: object) -> ContactPolicy | None:
     if raw is None:
         return None
     allowed = {"max_impressions", "window", "suppress_after_reject", "stop_after_accept",
-               "cooldown"}
+               "cooldown", "max_impressions_per_channel"}
     if not isinstance(raw, Mapping) or set(raw) - allowed:
         raise FieldError("contact_policy", f"allowed fields: {', '.join(sorted(allowed))}")
     f = "contact_policy"
+    stop = raw.get("stop_after_accept", False)
+    if not isinstance(stop, bool):
+        raise FieldError(f"{f}.stop_after_accept", "must be true or false")
     policy = ContactPolicy(
         max_impressions=_count(f"{f}.max_impressions", raw.get("max_impressions")),
         window_s=_duration(f"{f}.window", raw.get("window")),
         suppress_after_reject_s=_duration(f"{f}.suppress_after_reject",
                                           raw.get("suppress_after_reject")),
-        stop_after_accept=bool(raw.get("stop_after_accept", False)),
+        stop_after_accept=stop,
         cooldown_s=_duration(f"{f}.cooldown", raw.get("cooldown")),
+        max_impressions_per_channel=_count(f"{f}.max_impressions_per_channel",
+                                           raw.get("max_impressions_per_channel")),
     )
-    if (policy.max_impressions is None) != (policy.window_s is None):
+    if policy.max_impressions_per_channel is not None and policy.window_s is None:
+        raise FieldError(f, "max_impressions_per_channel needs a window")
+    if policy.window_s is not None and policy.max_impressions is None \
+            and policy.max_impressions_per_channel is None:
+        raise FieldError(f, "max_impressions and window go together")
+    if policy.max_impressions is not None and policy.window_s is None:
         raise FieldError(f, "max_impressions and window go together")
     return policy
 
@@ -195,10 +220,42 @@ def parse_contact_policy(raw: object) -> ContactPolicy | None:
 def parse_budget(raw: object) -> Budget | None:
     if raw is None:
         return None
-    if not isinstance(raw, Mapping) or not raw or set(raw) - {"per_hour", "per_day"}:
-        raise FieldError("budget", "must be a mapping with per_hour and/or per_day")
+    allowed = {"per_hour", "per_day", "pacing", "pacing_exponent"}
+    if not isinstance(raw, Mapping) or set(raw) - allowed \
+            or raw.get("per_hour") is None and raw.get("per_day") is None:
+        raise FieldError("budget", "must be a mapping with per_hour and/or per_day "
+                                   "(optional pacing, pacing_exponent)")
+    pacing = raw.get("pacing", True)
+    if not isinstance(pacing, bool):
+        raise FieldError("budget.pacing", "must be true or false")
+    exponent = raw.get("pacing_exponent", 1.0)
+    if isinstance(exponent, bool) or not isinstance(exponent, int | float) \
+            or not math.isfinite(exponent) or not exponent > 0:
+        raise FieldError("budget.pacing_exponent", f"must be a number > 0, got {exponent!r}")
     return Budget(_count("budget.per_hour", raw.get("per_hour")),
-                  _count("budget.per_day", raw.get("per_day")))
+                  _count("budget.per_day", raw.get("per_day")),
+                  pacing=pacing, pacing_exponent=float(exponent))
+
+
+def parse_channel_limits(raw: object) -> dict[str, ChannelLimits]:
+    """`max_contacts_per_day` / `contact_cooldown` of each channel under `channels:`."""
+    out: dict[str, ChannelLimits] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for ch, conf in raw.items():
+        if not isinstance(conf, Mapping):
+            continue
+        try:
+            limits = ChannelLimits(
+                max_contacts_per_day=_count("max_contacts_per_day",
+                                            conf.get("max_contacts_per_day")),
+                cooldown_s=_duration("contact_cooldown", conf.get("contact_cooldown")),
+            )
+        except FieldError as exc:
+            raise CatalogError(f"channel {ch!r}: field {exc.field!r}: {exc.message}") from None
+        if limits != ChannelLimits():
+            out[str(ch)] = limits
+    return out
 
 
 def parse_arbitration(raw: object, schema: FeatureSchema) -> ArbitrationConfig:

@@ -24,13 +24,14 @@ class Stage(IntEnum):
     INVALID_PROPENSITY = 11  # the scorer returned NaN
     GROUP_LIMIT = 12
     RANK_CUTOFF = 13  # eligible but below the requested number of actions
+    CONTROL_GROUP = 14  # eligible, not served: the customer is in the random control group
 
 
 # Stages a caller may report through `policy_block` (anything else is rejected).
 POLICY_STAGES = frozenset({Stage.CONTACT_POLICY, Stage.BUDGET, Stage.CAPACITY})
 
 # Candidates that passed every filter and lost only in arbitration.
-ARBITRATION_STAGES = frozenset({Stage.GROUP_LIMIT, Stage.RANK_CUTOFF})
+ARBITRATION_STAGES = frozenset({Stage.GROUP_LIMIT, Stage.RANK_CUTOFF, Stage.CONTROL_GROUP})
 
 
 def stage_name(code: int) -> str:

@@ -8,20 +8,27 @@ Clients must be created with `decode_responses=False` (packed values are binary)
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from features.packing import PackedRecord, PackError, SchemaMismatchError, pack, unpack
 from features.realtime import Freshness, validate_events
 from features.schema import FeatureSchema
 from nba_service.store.keys import features_key, history_key, realtime_key
 
-__all__ = ["APPLY_EVENTS_LUA", "CustomerSnapshot", "OnlineStore"]
+__all__ = [
+    "APPLY_EVENTS_LUA",
+    "OWNER_ECHO_LUA",
+    "CustomerSnapshot",
+    "OnlineStore",
+    "StoreIntegrityError",
+]
 
 AsyncClient = Redis | RedisCluster
 
@@ -62,6 +69,13 @@ end
 if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 return applied
 """
+
+
+OWNER_ECHO_LUA = "return ARGV[1]"
+
+
+class StoreIntegrityError(RedisError):
+    """The replies of a fetch could not be tied to the customer they were read for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +119,9 @@ class OnlineStore:
         )
         self.realtime_ttl_ms = ttl_ms or 0
         self._apply_events = client.register_script(APPLY_EVENTS_LUA)
+        self._seq = 0
+        # Told about every snapshot built (metrics of missing and stale features).
+        self.observer: Callable[[CustomerSnapshot], None] | None = None
 
     async def fetch(
         self,
@@ -118,16 +135,34 @@ class OnlineStore:
         back in `CustomerSnapshot.extra`. On a Cluster they should use the customer's hash tag.
         """
         now = _now_ms() if now_ms is None else now_ms
+        fkey = features_key(customer_id)
+        self._seq += 1
+        nonce = f"{customer_id}#{self._seq}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(features_key(customer_id))
+        pipe.get(fkey)
         pipe.hgetall(realtime_key(customer_id))
         pipe.hgetall(history_key(customer_id))
         for cmd in extra:
             pipe.execute_command(*cmd)
+        # Ownership check, same round trip: a read-only script keyed on this customer's slot
+        # echoes a per-request nonce. If replies were ever shifted (a connection reused with a
+        # reply still pending), the last reply is not our nonce and nothing read is used.
+        pipe.execute_command("EVAL_RO", OWNER_ECHO_LUA, 1, fkey, nonce)
         replies = await pipe.execute()
+        echoed = replies[-1]
+        if echoed != nonce.encode():
+            await self._drop_idle_connections()
+            raise StoreIntegrityError(
+                f"store replies for customer {customer_id!r} failed the ownership check"
+            )
         blob, rt_fields, history = replies[0], replies[1], replies[2]
         return self._snapshot(customer_id, blob, rt_fields or {}, history or {}, now,
-                              tuple(replies[3:]))
+                              tuple(replies[3:-1]))
+
+    async def _drop_idle_connections(self) -> None:
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
 
     def _snapshot(
         self,
@@ -149,7 +184,7 @@ class OnlineStore:
                 problems.append("bad_features_record")
         batch, b_missing, b_stale = self.freshness.batch(record, now_ms)
         realtime, r_missing, r_stale, r_problems = self.freshness.realtime(rt_fields, now_ms)
-        return CustomerSnapshot(
+        snap = CustomerSnapshot(
             customer_id=customer_id,
             found=record is not None,
             batch=batch,
@@ -161,6 +196,9 @@ class OnlineStore:
             problems=tuple(problems) + r_problems,
             extra=extra,
         )
+        if self.observer is not None and (snap.missing or snap.stale):
+            self.observer(snap)
+        return snap
 
     async def write_customer(
         self,
