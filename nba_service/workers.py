@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -52,8 +51,6 @@ RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 STABLE_AFTER_S = 30.0  # a worker up this long resets its restart back-off
 MAX_EARLY_FAILURES = 5  # consecutive deaths before first ready: the config is broken, give up
 KILL_AFTER_S = 5.0  # beyond the drain grace, before SIGKILL
-
-_PR_SET_PDEATHSIG = 1
 
 
 def cpu_count() -> int:
@@ -99,14 +96,6 @@ def worker_settings(settings: Settings, workers: int) -> dict[str, object]:
     if "scoring_threads" in fields and "scoring_threads" not in settings.model_fields_set:
         return {"scoring_threads": max(1, cpu_count() // workers)}
     return {}
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: if the supervisor dies, even by SIGKILL, its workers get SIGTERM
-    # instead of living on as orphans that hold the port.
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -222,7 +211,13 @@ class Supervisor:
             "--index", str(w.index),
             "--ready-fd", str(wfd),
         ]
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        # If the supervisor dies, even by SIGKILL, its workers get SIGTERM instead of living on
+        # as orphans that hold the port.
+        preexec = None
+        if sys.platform.startswith("linux"):
+            from nba_service.store.embedded import die_with_parent_launch
+
+            cmd, preexec = die_with_parent_launch(cmd)
         try:
             w.proc = subprocess.Popen(
                 cmd, env=worker_env(os.environ), pass_fds=(wfd,), preexec_fn=preexec,

@@ -16,13 +16,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_server_binary", "free_port"]
+__all__ = [
+    "EmbeddedRedis", "EmbeddedRedisError", "die_with_parent_launch", "find_server_binary",
+    "free_port",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -76,6 +79,22 @@ def _die_with_parent() -> None:
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def die_with_parent_launch(args: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """The command and preexec_fn that make a child process die with its parent (Linux).
+
+    util-linux's `setpriv --pdeathsig` sets the signal after fork in C, so no Python runs in the
+    child: a preexec_fn forces a plain fork() that runs gRPC's fork handlers, and with gRPC
+    threads alive those have aborted the child before exec. The preexec_fn is kept only for a
+    process where gRPC is not loaded.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--", *args], None
+    if "grpc" in sys.modules:
+        return args, None  # stop() still ends it; only a parent killed outright orphans it
+    return args, _die_with_parent
 
 
 class EmbeddedRedis:
@@ -165,7 +184,12 @@ class EmbeddedRedis:
         # server would be killed when that thread ends. Default: only from the main thread.
         die = (threading.current_thread() is threading.main_thread()
                if self.die_with_parent is None else self.die_with_parent)
-        preexec = _die_with_parent if die and sys.platform.startswith("linux") else None
+        preexec = None
+        if die and sys.platform.startswith("linux"):
+            if shutil.which(self.binary) is None:  # else the launcher's exec error hides it
+                self._cleanup_dir()
+                raise EmbeddedRedisError(f"cannot run {self.binary}: not an executable file")
+            args, preexec = die_with_parent_launch(args)
         try:
             # stderr to a file, not a pipe: nobody reads a pipe, and a full one blocks the server.
             with open(self._dir / "stderr.log", "wb") as err:

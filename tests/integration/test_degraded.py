@@ -165,9 +165,12 @@ async def test_shifted_replies_fail_the_ownership_check(
     a, b = (str(c["customer_id"]) for c in demo_customers[3:5])
     assert (await store.fetch(a)).found
     # A connection goes back to the pool with a reply still pending (the failure mode of a
-    # command abandoned mid-flight): the next fetch would read customer b's reply as its own.
+    # command abandoned mid-flight): the next fetch would read that reply as its own. The
+    # abandoned command blocks server-side, so its reply is still in flight when the pool hands
+    # the connection out again (redis-py drops a connection only when a reply already waits in
+    # its buffer) and the shift reaches our own check.
     conn = await client.connection_pool.get_connection()
-    await conn.send_command("GET", f"nba:{{c:{b}}}:f")
+    await conn.send_command("BLPOP", f"nba:{{c:{b}}}:nothing", "1")
     await client.connection_pool.release(conn)
     with pytest.raises(StoreIntegrityError):
         await store.fetch(a)

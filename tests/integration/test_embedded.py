@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nba_service.store.embedded import EmbeddedRedis, EmbeddedRedisError
+from nba_service.store.embedded import EmbeddedRedis, EmbeddedRedisError, die_with_parent_launch
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +84,19 @@ def test_server_dies_with_its_parent() -> None:
     finally:
         if _alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_no_python_runs_between_fork_and_exec_beside_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A preexec_fn makes subprocess use fork(), which runs gRPC's fork handlers; with gRPC
+    # threads alive they have aborted the child (SIGABRT) before it could exec the server.
+    import grpc  # noqa: F401  (what the servers and the tests have loaded)
+
+    cmd, preexec = die_with_parent_launch(["valkey-server", "--port", "0"])
+    assert preexec is None
+    assert cmd[-3:] == ["valkey-server", "--port", "0"]
+    monkeypatch.setenv("PATH", "/nonexistent")  # no setpriv: still no preexec_fn beside gRPC
+    assert die_with_parent_launch(["valkey-server"]) == (["valkey-server"], None)
 
 
 def test_server_started_from_a_short_lived_thread_outlives_it() -> None:
