@@ -117,10 +117,14 @@ class Engine:
         self._channel_code(channel)
         arr = self._candidates.get((channel, placement))
         if arr is None:
-            arr = self._candidates[(channel, None)]
-            arr = arr[[not self.catalog.actions[i].placements for i in arr]]
-            arr.setflags(write=False)
-            self._candidates[(channel, placement)] = arr
+            # Every unknown placement shares one entry: placements come from clients, and a
+            # cache keyed by them would grow without bound.
+            arr = self._candidates.get((channel, ""))
+            if arr is None:
+                arr = self._candidates[(channel, None)]
+                arr = arr[[not self.catalog.actions[i].placements for i in arr]]
+                arr.setflags(write=False)
+                self._candidates[(channel, "")] = arr
         return arr
 
     def fallback(self, channel: str) -> list[int]:

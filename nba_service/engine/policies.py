@@ -208,11 +208,27 @@ class PolicyTable:
         self.channel_limits: Mapping[str, ChannelLimits] = MappingProxyType(
             dict(catalog.channel_limits))
         self._positions_cache: dict[int, tuple[np.ndarray, dict[int, int]]] = {}
+        self._budgeted_cache: dict[int, tuple[np.ndarray, tuple[list[str], list[bytes]]]] = {}
 
     # ------------------------------------------------------------------ reads
     def budgeted(self, candidates: np.ndarray) -> list[str]:
         """Ids of the candidates with a budget, in candidate order: the counters to read."""
-        return [self._ids[int(a)] for a in candidates[self._has_budget[candidates]]]
+        return self.budgeted_fields(candidates)[0]
+
+    def budgeted_fields(self, candidates: np.ndarray) -> tuple[list[str], list[bytes]]:
+        """`budgeted` and the same ids as bytes (the counters' hash fields); cached per shared
+        candidate array, since every decision of a channel/placement asks the same."""
+        key = id(candidates)
+        hit = self._budgeted_cache.get(key)
+        if hit is not None and hit[0] is candidates:
+            return hit[1]
+        ids = [self._ids[a] for a in candidates[self._has_budget[candidates]].tolist()]
+        out = (ids, [a.encode() for a in ids])
+        if not candidates.flags.writeable:
+            if len(self._budgeted_cache) >= 256:
+                self._budgeted_cache.clear()
+            self._budgeted_cache[key] = (candidates, out)
+        return out
 
     def needs_history(self, action_index: int, channel: str) -> bool:
         """False when the action can be served without knowing the customer's history."""

@@ -13,9 +13,11 @@ never collide with the per-outcome counters `<action>|<outcome>|n` / `|t` / `<ac
                             newest max(max_contacts_per_day, 1) within max(24 h, cooldown)
 
 The lists are pruned by the outcome script on every write, so the hash stays bounded by the
-catalog's size and caps. Budget counters are per action and UTC day, a hash
-`nba:{a:<action_id>}:b:<YYYYMMDD>` with fields `d` (the day's impressions) and `hHH` (the clock
-hour's); see docs/contact-policies.md for why they live outside the customer's slot.
+catalog's size and caps. Budget counters are one hash per UTC day, `nba:{b}:bd:<YYYYMMDD>`, and
+one per clock hour, `nba:{b}:bh:<YYYYMMDDHH>`, each with one field per budgeted action (its
+impressions in that period): a decision reads every counter it needs with two HGETALLs, however
+many budgeted candidates it has. See docs/contact-policies.md for why they live outside the
+customer's slot.
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ __all__ = [
     "BUDGET_LUA",
     "BudgetCounter",
     "PolicyRead",
-    "budget_key",
+    "budget_counts",
+    "budget_keys",
     "budget_read_commands",
     "decision_key",
-    "parse_budget_replies",
     "parse_history",
 ]
 
@@ -62,13 +64,10 @@ def decision_key(customer_id: str, decision_id: str) -> str:
     return f"{PREFIX}:{customer_tag(customer_id)}:d:{decision_id}"
 
 
-def budget_key(action_id: str, now_ms: int) -> str:
-    day = time.strftime("%Y%m%d", time.gmtime(now_ms // 1000))
-    return f"{PREFIX}:{{a:{action_id}}}:b:{day}"
-
-
-def hour_field(now_ms: int) -> str:
-    return f"h{(now_ms % DAY_MS) // HOUR_MS:02d}"
+def budget_keys(now_ms: int) -> tuple[str, str]:
+    """The day's and the clock hour's budget hash (UTC), fields = action ids."""
+    hour = time.strftime("%Y%m%d%H", time.gmtime(now_ms // 1000))
+    return f"{PREFIX}:{{b}}:bd:{hour[:8]}", f"{PREFIX}:{{b}}:bh:{hour}"
 
 
 def _times(raw: bytes) -> tuple[int, ...]:
@@ -112,19 +111,31 @@ def parse_history(raw: Mapping[bytes, bytes]) -> ContactHistory:
     return ContactHistory(actions, contacts)
 
 
-def budget_read_commands(action_ids: Sequence[str], now_ms: int) -> list[tuple[str, ...]]:
-    """One HMGET per budgeted action, to ride in the decision's pipelined fetch."""
-    hf = hour_field(now_ms)
-    return [("HMGET", budget_key(a, now_ms), "d", hf) for a in action_ids]
+def budget_read_commands(now_ms: int) -> list[tuple[str, ...]]:
+    """The two reads that bring every budget counter of the period into the decision's fetch.
+
+    Constant in the number of budgeted candidates: the counters of actions that are not
+    candidates come along (a hash holds at most one field per budgeted action of the catalog),
+    which costs less than naming each field in the request.
+    """
+    day, hour = budget_keys(now_ms)
+    return [("HGETALL", day), ("HGETALL", hour)]
 
 
-def parse_budget_replies(action_ids: Sequence[str],
-                         replies: Sequence[Any]) -> dict[str, BudgetUsage]:
-    out: dict[str, BudgetUsage] = {}
-    for action_id, reply in zip(action_ids, replies, strict=True):
-        day, hour = reply if isinstance(reply, list | tuple) else (None, None)
-        out[action_id] = BudgetUsage(int(day or 0), int(hour or 0))
-    return out
+def _count(reply: Any, field: bytes) -> int:
+    if not isinstance(reply, Mapping):
+        return 0
+    raw = reply.get(field)
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0  # a counter this version cannot read counts as unspent, never as a crash
+
+
+def budget_counts(fields: Sequence[bytes], day: Any, hour: Any) -> BudgetCounts:
+    """The counters of `fields` (action ids, bytes) from the two HGETALL replies."""
+    return BudgetCounts(np.array([_count(day, f) for f in fields], dtype=np.float64),
+                        np.array([_count(hour, f) for f in fields], dtype=np.float64))
 
 
 class PolicyRead:
@@ -135,37 +146,39 @@ class PolicyRead:
     kernel's `policy_block`, the pacing lever multipliers and the removal details.
     """
 
-    __slots__ = ("budget_ids", "channel", "commands", "now_ms", "table")
+    __slots__ = ("budget_fields", "budget_ids", "channel", "commands", "now_ms", "table")
 
     def __init__(self, table: PolicyTable, candidates: np.ndarray, channel: str,
                  now_ms: int) -> None:
         self.table = table
         self.channel = channel
         self.now_ms = now_ms
-        self.budget_ids = table.budgeted(candidates)
-        self.commands = budget_read_commands(self.budget_ids, now_ms)
+        self.budget_ids, self.budget_fields = table.budgeted_fields(candidates)
+        self.commands = budget_read_commands(now_ms) if self.budget_ids else []
 
     def evaluate(self, candidates: np.ndarray, history: Mapping[bytes, bytes],
                  replies: Sequence[Any]) -> PolicyOutcome:
         """`replies`: the replies to `commands`, in order (the first ones of the fetch's extra)."""
-        flat = np.array([int(x or 0) for r in replies[: len(self.commands)] for x in r],
-                        dtype=np.float64).reshape(-1, 2)
-        counts = BudgetCounts(flat[:, 0], flat[:, 1])
+        if self.commands:
+            counts = budget_counts(self.budget_fields, replies[0], replies[1])
+        else:
+            counts = BudgetCounts(np.zeros(0), np.zeros(0))
         return self.table.evaluate(candidates, self.channel, parse_history(history), counts,
                                    self.now_ms)
 
 
-# KEYS[1]: the action's budget hash of the UTC day.
-# ARGV: hour field, per_day (0 = none), per_hour (0 = none), ttl_s, op.
+# KEYS[1]: the budget hash of the UTC day, KEYS[2]: of the clock hour (both in slot {b}).
+# ARGV: action id, per_day (0 = none), per_hour (0 = none), ttl_s, op.
 # op 'take': spend one impression if neither cap is reached, else refuse ({0, 'day'|'hour'});
 # op 'spend': spend one whatever the caps (exempt actions); op 'give': return one.
 BUDGET_LUA = """
-local d = tonumber(redis.call('HGET', KEYS[1], 'd') or '0')
-local h = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local a = ARGV[1]
+local d = tonumber(redis.call('HGET', KEYS[1], a) or '0')
+local h = tonumber(redis.call('HGET', KEYS[2], a) or '0')
 local op = ARGV[5]
 if op == 'give' then
-  if d > 0 then d = redis.call('HINCRBY', KEYS[1], 'd', -1) end
-  if h > 0 then h = redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
+  if d > 0 then d = redis.call('HINCRBY', KEYS[1], a, -1) end
+  if h > 0 then h = redis.call('HINCRBY', KEYS[2], a, -1) end
   return {1, d, h}
 end
 if op == 'take' then
@@ -173,9 +186,10 @@ if op == 'take' then
   if per_day > 0 and d >= per_day then return {0, 'day', d, h} end
   if per_hour > 0 and h >= per_hour then return {0, 'hour', d, h} end
 end
-d = redis.call('HINCRBY', KEYS[1], 'd', 1)
-h = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+d = redis.call('HINCRBY', KEYS[1], a, 1)
+h = redis.call('HINCRBY', KEYS[2], a, 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return {1, d, h}
 """
 
@@ -192,9 +206,8 @@ class BudgetCounter:
                    enforce: bool = True) -> Verdict | None:
         """Spend one impression; the refusing verdict (nothing spent) when a cap is reached."""
         reply = await self._script(
-            keys=[budget_key(action_id, now_ms)],
-            args=[hour_field(now_ms), per_day, per_hour, self._ttl,
-                  "take" if enforce else "spend"],
+            keys=list(budget_keys(now_ms)),
+            args=[action_id, per_day, per_hour, self._ttl, "take" if enforce else "spend"],
         )
         if int(reply[0]) == 1:
             return None
@@ -203,12 +216,16 @@ class BudgetCounter:
         return Verdict(VerdictCode.BUDGET_HOUR, now_ms - now_ms % HOUR_MS + HOUR_MS)
 
     async def give_back(self, action_id: str, now_ms: int) -> None:
-        await self._script(keys=[budget_key(action_id, now_ms)],
-                           args=[hour_field(now_ms), 0, 0, self._ttl, "give"])
+        await self._script(keys=list(budget_keys(now_ms)),
+                           args=[action_id, 0, 0, self._ttl, "give"])
 
     async def usage(self, action_id: str, now_ms: int) -> BudgetUsage:
-        reply = await self._client.hmget(budget_key(action_id, now_ms), "d", hour_field(now_ms))
-        return parse_budget_replies([action_id], [reply])[action_id]
+        day, hour = budget_keys(now_ms)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(day, action_id)
+        pipe.hget(hour, action_id)
+        d, h = await pipe.execute()
+        return BudgetUsage(int(d or 0), int(h or 0))
 
 
 def _text(x: object) -> str:

@@ -16,7 +16,7 @@ from nba_service.engine.catalog import Catalog, parse_catalog
 from nba_service.engine.policies import DAY_MS, PolicyTable, VerdictCode, pacing_multiplier
 from nba_service.store.embedded import EmbeddedRedis
 from nba_service.store.outcomes import OutcomeStatus, OutcomeWriter
-from nba_service.store.policies import BudgetCounter, budget_key
+from nba_service.store.policies import BudgetCounter, budget_keys
 from tests.unit.test_policies import policy_doc
 
 from .test_contact_policies import (  # noqa: F401  (module fixtures: the policy server)
@@ -64,7 +64,8 @@ async def test_1000_concurrent_impressions_against_a_day_budget_of_5_admit_exact
     for i in admitted:
         assert await redis_async.hget(f"nba:{{c:bc-{i}}}:h", "#i|retention_fee_waiver") \
             == str(T0).encode()
-    assert await redis_async.ttl(budget_key("retention_fee_waiver", T0)) > DAY_MS // 1000
+    for key in budget_keys(T0):
+        assert await redis_async.ttl(key) > DAY_MS // 1000
 
 
 async def test_hour_cap_and_refunds_of_impressions_a_contact_policy_refused(

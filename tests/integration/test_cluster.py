@@ -18,10 +18,16 @@ from redis.exceptions import MovedError
 
 from features.encoding import encode_batch_values
 from features.schema import FeatureSchema
+from nba_service.engine.catalog import parse_catalog
+from nba_service.engine.policies import PolicyTable
+from nba_service.engine.reasons import Stage
 from nba_service.store.cluster import LocalCluster
 from nba_service.store.keys import features_key, history_key, realtime_key
 from nba_service.store.loader import load_file
 from nba_service.store.online import OnlineStore
+from nba_service.store.outcomes import OutcomeStatus, OutcomeWriter
+from nba_service.store.policies import BudgetCounter, PolicyRead, budget_counts
+from tests.unit.test_policies import policy_doc
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -99,6 +105,46 @@ async def test_cold_start_on_cluster(
     snap = await OnlineStore(cluster_client, demo_schema).fetch("never-seen", now_ms=NOW)
     assert not snap.found
     np.testing.assert_array_equal(snap.batch, encode_batch_values(demo_schema, {}))
+
+
+async def test_outcomes_budgets_and_policy_reads_on_cluster(
+    cluster_client: RedisCluster, demo_schema: FeatureSchema
+) -> None:
+    # The outcome script (customer slot), the budget script (slot {b}) and the decision's fetch
+    # with its budget reads riding along: three slots, never one command across them.
+    catalog = parse_catalog(policy_doc(), demo_schema)
+    table = PolicyTable(catalog)
+    params = table.admission(catalog.index_of("card_gold"), "WEB")
+    assert params.has_budget
+    writer = OutcomeWriter(cluster_client)
+    cids = [f"cl-{i}" for i in range(8)]  # under the hour cap of 10
+    results = [await writer.record(c, "card_gold", "impression", "e1", NOW, 0.0,
+                                   channel="WEB", params=params) for c in cids]
+    assert [r.status for r in results] == [OutcomeStatus.APPLIED] * len(cids)
+    again = await writer.record(cids[0], "card_gold", "impression", "e1", NOW, 0.0,
+                                channel="WEB", params=params)
+    assert again.status is OutcomeStatus.DUPLICATE
+    usage = await BudgetCounter(cluster_client).usage("card_gold", NOW)
+    assert (usage.day, usage.hour) == (len(cids), len(cids))
+
+    store = OnlineStore(cluster_client, demo_schema)
+    cands = np.arange(len(catalog), dtype=np.int64)
+    read = PolicyRead(table, cands, "WEB", NOW + 1)
+    snap = await store.fetch(cids[1], now_ms=NOW + 1, extra=read.commands)
+    assert snap.history[b"#i|card_gold"] == str(NOW).encode()
+    fields = read.budget_fields
+    counts = budget_counts(fields, snap.extra[0], snap.extra[1])
+    assert counts.day[read.budget_ids.index("card_gold")] == len(cids)
+    assert read.evaluate(cands, snap.history, snap.extra).block[
+        catalog.index_of("card_gold")] != Stage.BUDGET
+    # Two more customers spend the hour's cap of 10: now every decision's read removes it.
+    for c in ("cl-x", "cl-y"):
+        r = await writer.record(c, "card_gold", "impression", "e1", NOW, 0.0, channel="WEB",
+                                params=params)
+        assert r.applied
+    snap = await store.fetch("cl-z", now_ms=NOW + 2, extra=read.commands)
+    out = read.evaluate(cands, snap.history, snap.extra)
+    assert out.block[catalog.index_of("card_gold")] == Stage.BUDGET
 
 
 def test_loader_on_cluster(

@@ -6,15 +6,14 @@ import numpy as np
 
 from features.schema import FeatureSchema
 from nba_service.engine.catalog import parse_catalog
-from nba_service.engine.policies import ActionHistory, BudgetUsage, PolicyTable, VerdictCode
+from nba_service.engine.policies import ActionHistory, PolicyTable, VerdictCode
 from nba_service.store.outcomes import OutcomeStatus, OutcomeWriter
 from nba_service.store.policies import (
     PolicyRead,
-    budget_key,
+    budget_counts,
+    budget_keys,
     budget_read_commands,
     decision_key,
-    hour_field,
-    parse_budget_replies,
     parse_history,
 )
 
@@ -48,28 +47,36 @@ def test_history_fields_parse_into_the_policy_view() -> None:
 
 
 def test_key_formats_are_stable() -> None:
-    assert budget_key("card_gold", T0) == "nba:{a:card_gold}:b:20231114"
-    assert hour_field(T0) == "h22"
+    assert budget_keys(T0) == ("nba:{b}:bd:20231114", "nba:{b}:bh:2023111422")
     assert decision_key("42", "abc") == "nba:{c:42}:d:abc"
-    assert budget_read_commands(["card_gold"], T0) == [
-        ("HMGET", "nba:{a:card_gold}:b:20231114", "d", "h22")]
+    assert budget_read_commands(T0) == [
+        ("HGETALL", "nba:{b}:bd:20231114"), ("HGETALL", "nba:{b}:bh:2023111422")]
 
 
-def test_budget_replies_parse_missing_as_zero() -> None:
-    got = parse_budget_replies(["a", "b"], [[b"7", None], [None, None]])
-    assert got == {"a": BudgetUsage(7, 0), "b": BudgetUsage(0, 0)}
+def test_budget_replies_parse_missing_and_unreadable_as_zero() -> None:
+    day = {b"a": b"7", b"b": b"not a number", b"other": b"9"}
+    got = budget_counts([b"a", b"b", b"c"], day, {b"c": b"2"})
+    assert got.day.tolist() == [7, 0, 0] and got.hour.tolist() == [0, 0, 2]
+    none = budget_counts([b"a"], None, [])  # absent hashes, or a reply of the wrong shape
+    assert none.day.tolist() == [0] and none.hour.tolist() == [0]
 
 
-def test_policy_read_asks_only_for_the_candidates_budgets(demo_schema: FeatureSchema) -> None:
+def test_policy_read_asks_for_the_period_counters_once(demo_schema: FeatureSchema) -> None:
     catalog = parse_catalog(policy_doc(), demo_schema)
     table = PolicyTable(catalog)
     cands = np.arange(len(catalog), dtype=np.int64)
     read = PolicyRead(table, cands, "WEB", T0)
     assert read.budget_ids == ["card_gold", "retention_fee_waiver"]
-    replies = [[b"5", b"5"], [b"5", None], "the next extra reply belongs to someone else"]
+    assert read.commands == budget_read_commands(T0)
+    replies = [{b"card_gold": b"5", b"retention_fee_waiver": b"5"}, {b"card_gold": b"5"},
+               "the next extra reply belongs to someone else"]
     out = read.evaluate(cands, {b"#i|loan_personal": str(T0 - 1000).encode()}, replies)
     assert out.block.tolist() == [0, 6, 0, 0, 7, 0]
     assert out.details[4].startswith("day cap 5 reached until 2023-11-15T00:00:00Z")
+    # Without budgeted candidates the fetch carries no budget reads at all.
+    budgeted = {catalog.index_of("card_gold"), catalog.index_of("retention_fee_waiver")}
+    plain = np.array([a for a in cands if a not in budgeted], dtype=np.int64)
+    assert PolicyRead(table, plain, "WEB", T0).commands == []
 
 
 def test_outcome_script_arguments_and_replies() -> None:
