@@ -22,6 +22,7 @@ from nba_service.decide_support import (
     candidate_explanations,
     fallback_explanation,
     fallback_ranked_actions,
+    fallback_ranking,
     ranked_actions,
     select_actions,
 )
@@ -122,11 +123,12 @@ class Decider:
             return self._fallback(rt, model, req, FALLBACK_REASONS["store"], [], t0)
         t1 = time.perf_counter_ns()
         degraded = _feature_reasons(snap)
-        if model is None:
-            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0)
         context = dict(req.context)
         context["channel"] = req.channel
         row = rt.encoder.customer_row(snap.batch, snap.realtime, context)
+        if model is None:
+            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0,
+                                  row)
         x = rt.encoder.encode(row, candidates, out=self._matrix(len(candidates)))
         t2 = time.perf_counter_ns()
         try:
@@ -138,7 +140,8 @@ class Decider:
                 shadow, x = await self.scoring.shadow(route.shadow, x, rt.catalog, candidates)
         except Exception:
             log.exception("model %s failed, serving the fallback set", model.version)
-            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0)
+            return self._fallback(rt, model, req, FALLBACK_REASONS["model"], degraded, t0,
+                                  row)
         model_version = model.version
         t3 = time.perf_counter_ns()
         policies = policy_read.evaluate(candidates, snap.history, snap.extra)
@@ -178,20 +181,31 @@ class Decider:
         )
 
     def _fallback(self, rt: CatalogRuntime, model: LoadedModel | None, req: DecisionRequest,
-                  reason: str, degraded: list[str], t0: int) -> Decision:
-        """The channel's fallback set, flagged degraded with `reason` (docs/catalog.md)."""
+                  reason: str, degraded: list[str], t0: int,
+                  row: np.ndarray | None = None) -> Decision:
+        """The channel's fallback set, flagged degraded with `reason` (docs/catalog.md).
+
+        It is logged like any decision (its outcomes must be accepted too): the customer row
+        is the one encoded when the features were read, all NaN when they could not be.
+        """
         actions = fallback_ranked_actions(rt, req)
         explanation = None
         if req.explain:
             explanation = Explanation(fallback_explanation(actions, reason), {})
+        if row is None:
+            row = np.full(len(self.schema.features), np.nan, dtype=np.float32)
+        decision_id = new_decision_id()
         return Decision(
-            decision_id=new_decision_id(),
+            decision_id=decision_id,
             actions=actions,
             model_version=model.version if model is not None else "",
             catalog_version=rt.catalog.version,
             degraded_reasons=[reason, *degraded],
             request_id=req.request_id,
             explanation=explanation,
+            trace=DecisionTrace(req.customer_id, req.channel, req.placement,
+                                int(decision_id[:12], 16), row, fallback_ranking(rt, actions),
+                                rt),
             timing={"total": _us(t0, time.perf_counter_ns())},
         )
 

@@ -26,6 +26,7 @@ __all__ = [
     "candidate_explanations",
     "fallback_explanation",
     "fallback_ranked_actions",
+    "fallback_ranking",
     "ranked_actions",
     "select_actions",
 ]
@@ -95,6 +96,20 @@ def fallback_ranked_actions(rt: CatalogRuntime, req: DecisionRequest) -> list[Ra
             selection_probability=1.0,
         ))
     return out
+
+
+def fallback_ranking(rt: CatalogRuntime, actions: list[RankedAction]) -> Ranking:
+    """The per-candidate arrays of a fallback answer, for its decision log entry: the served
+    fallbacks are its only candidates, unscored, each chosen with probability 1."""
+    idx = np.array([rt.catalog.index_of(a.action_id) for a in actions], dtype=np.int64)
+    k = len(idx)
+    return Ranking(
+        candidates=idx, served=np.arange(k, dtype=np.int64), served_actions=idx,
+        priority=np.zeros(k), propensity=np.zeros(k), context_weight=np.ones(k),
+        value=np.array([a.value for a in actions], dtype=np.float64),
+        lever=np.array([a.lever for a in actions], dtype=np.float64),
+        removed_stage=np.zeros(k, dtype=np.int32), mandatory=np.zeros(k, dtype=np.bool_),
+    )
 
 
 def fallback_explanation(actions: list[RankedAction], reason: str) -> list[dict[str, object]]:

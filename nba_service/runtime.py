@@ -19,6 +19,7 @@ from nba_service.engine.catalog import load_catalog
 from nba_service.engine.fallback import channels_without_fallback
 from nba_service.errors import InvalidArgument, NotFound
 from nba_service.inspector import Inspector
+from nba_service.observability.metrics import ServingState
 from nba_service.reliability.safeguards import Safeguards
 from nba_service.scoring.registry import ModelHolder
 from nba_service.scoring.service import ModelService
@@ -59,6 +60,19 @@ class Runtime:
         self._watch_task: asyncio.Task[None] | None = None
         # Awaited after a catalog reload attempt, e.g. so the server re-evaluates its health.
         self.on_change: Callable[[], Awaitable[None]] | None = None
+        self.safeguards.metrics.watch(self._serving_state)
+
+    def _serving_state(self) -> ServingState | None:
+        if self.catalogs is None or self.catalog_reloader is None:
+            return None
+        holders = [self.models]
+        if self.model_service.challenger is not None:
+            holders.append(self.model_service.challenger)
+        return ServingState(
+            models=[(h.slot, h.model.version if h.model else "", h.failures) for h in holders],
+            catalog_version=self.catalogs.current.catalog.version,
+            catalog_reload_failures=self.catalog_reloader.failures,
+        )
 
     @property
     def redis_url(self) -> str:
@@ -111,7 +125,8 @@ class Runtime:
             s = self.settings
             self.decision_log = DecisionLogWriter(
                 self._client, self.schema.hash, queue_size=s.decision_log_queue,
-                batch_size=s.decision_log_batch, maxlen=s.decision_log_maxlen,
+                batch_size=s.decision_log_batch, linger_s=s.decision_log_linger_ms / 1000,
+                maxlen=s.decision_log_maxlen,
                 outcome_maxlen=s.outcome_log_maxlen, settle_ms=s.decision_log_settle_ms,
             )
             self.decision_log.start()

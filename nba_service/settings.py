@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     """Decisions waiting to be logged; when full, new entries are dropped and counted."""
     decision_log_batch: int = Field(default=256, ge=1)
     """Most log entries written in one pipeline by the background writer."""
+    decision_log_linger_ms: float = Field(default=2.0, ge=0, le=1000)
+    """How long the writer waits after a first entry for more before it writes: the response
+    goes out first, and under load one pipeline carries many entries."""
     decision_log_maxlen: int = Field(default=1_000_000, ge=1000)
     """Approximate cap on the decision stream (XADD MAXLEN ~); export more often than it fills."""
     outcome_log_maxlen: int = Field(default=1_000_000, ge=1000)

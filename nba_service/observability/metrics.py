@@ -8,24 +8,66 @@ a degraded reason before the colon), never customer ids or free text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
     from nba_service.store.online import CustomerSnapshot
     from nba_service.types import Decision, DecisionRequest
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "ServingState"]
 
 # Microsecond-scale hot path up to the slowest acceptable answer.
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
 STAGES = ("store", "encode", "score", "rules", "total")
+
+
+@dataclass(frozen=True)
+class ServingState:
+    models: Sequence[tuple[str, str, int]]  # (slot, version being served or "", load failures)
+    catalog_version: str
+    catalog_reload_failures: int
+
+
+class _ServingCollector:
+    def __init__(self, source: Callable[[], ServingState | None]) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to call the source for before the runtime started
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._source()
+        if st is None:
+            return
+        served = GaugeMetricFamily("nba_model_version_info",
+                                   "1 for the model version each slot serves.",
+                                   labels=["slot", "version"])
+        failures = CounterMetricFamily("nba_model_load_failures",
+                                       "Model versions refused (hash, schema, golden set, "
+                                       "signature), by slot; the old one kept serving.",
+                                       labels=["slot"])
+        for slot, version, failed in st.models:
+            if version:
+                served.add_metric([slot, version], 1)
+            failures.add_metric([slot], failed)
+        yield served
+        yield failures
+        catalog = GaugeMetricFamily("nba_catalog_version_info",
+                                    "1 for the catalog version being served.", labels=["version"])
+        catalog.add_metric([st.catalog_version], 1)
+        yield catalog
+        yield CounterMetricFamily("nba_catalog_reload_failures",
+                                  "Catalog files refused at reload; the old one kept serving.",
+                                  value=st.catalog_reload_failures)
 
 
 class Metrics:
@@ -72,44 +114,44 @@ class Metrics:
         self.in_flight = Gauge(
             "nba_in_flight_requests", "Requests being served now.", registry=r,
         )
-        self.model_version = Gauge(
-            "nba_model_version_info", "1 for the model version being served.", ("version",),
-            registry=r,
-        )
-        self.catalog_version = Gauge(
-            "nba_catalog_version_info", "1 for the catalog version being served.", ("version",),
-            registry=r,
-        )
         self.features = Counter(
             "nba_feature_problems_total",
             "Features imputed at decision time, by feature and kind (missing or stale).",
             ("feature", "kind"), registry=r,
         )
-        self._versions: dict[str, str] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     # -- hooks -----------------------------------------------------------------------------
 
     def observe_rpc(self, method: str, code: grpc.StatusCode | None, seconds: float) -> None:
         name = method.rsplit("/", 1)[-1] if method else "unknown"
         label = "OK" if code is None else code.name
-        self.rpc_latency.labels(name, label).observe(seconds)
+        self._child(self.rpc_latency, name, label).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # `labels()` takes a lock and builds a key on every call; a decision touches about 15
+        # series, so their children are looked up once and kept.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_decision(self, req: DecisionRequest, d: Decision) -> None:
         degraded = bool(d.degraded_reasons)
-        self.decisions.labels(req.channel, "true" if degraded else "false").inc()
+        self._child(self.decisions, req.channel, "true" if degraded else "false").inc()
         for a in d.actions:
-            self.recommendations.labels(req.channel, a.action_id).inc()
+            self._child(self.recommendations, req.channel, a.action_id).inc()
         for reason in d.degraded_reasons:
             kind = reason.split(":", 1)[0]
-            self.degraded.labels(kind).inc()
+            self._child(self.degraded, kind).inc()
             if kind == "fallback":
-                self.fallbacks.labels(req.channel).inc()
+                self._child(self.fallbacks, req.channel).inc()
+        timing = d.timing
         for stage in STAGES:
-            us = d.timing.get(stage)
+            us = timing.get(stage)
             if us is not None:
-                self.stage_latency.labels(stage).observe(us / 1e6)
-        self.set_version("model", d.model_version)
-        self.set_version("catalog", d.catalog_version)
+                self._child(self.stage_latency, stage).observe(us / 1e6)
 
     def observe_snapshot(self, snap: CustomerSnapshot) -> None:
         self._count_features(snap.missing, "missing")
@@ -119,17 +161,10 @@ class Metrics:
         for n in names:
             self.features.labels(n, kind).inc()
 
-    def set_version(self, what: str, version: str | None) -> None:
-        """Keep exactly one labelled series at 1 per kind: the version being served now."""
-        version = version or ""
-        old = self._versions.get(what)
-        if old == version:
-            return
-        gauge = self.model_version if what == "model" else self.catalog_version
-        if old is not None:
-            gauge.remove(old)
-        gauge.labels(version).set(1)
-        self._versions[what] = version
+    def watch(self, source: Callable[[], ServingState | None]) -> None:
+        """Report what `source` says is served (and refused) at every scrape: versions are
+        right after a swap even with no traffic, and a refused model or catalog shows up."""
+        self.registry.register(_ServingCollector(source))
 
     def breaker_changed(self, state: int) -> None:
         self.breaker_state.set(int(state))

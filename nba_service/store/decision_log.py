@@ -82,6 +82,7 @@ class DecisionLogWriter:
         *,
         queue_size: int = 10_000,
         batch_size: int = 256,
+        linger_s: float = 0.0,
         maxlen: int = 1_000_000,
         outcome_maxlen: int = 1_000_000,
         settle_ms: int = 1000,
@@ -90,6 +91,7 @@ class DecisionLogWriter:
         self._schema_hash = schema_hash
         self._queue: asyncio.Queue[tuple[int, Decision]] = asyncio.Queue(queue_size)
         self._batch_size = batch_size
+        self._linger_s = linger_s
         self._maxlen = maxlen
         self._outcome_maxlen = outcome_maxlen
         self._settle_ms = settle_ms
@@ -199,6 +201,10 @@ class DecisionLogWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s > 0 and self._queue.qsize() < self._batch_size:
+                # Yield to the response being sent and to the next requests; their entries
+                # join this batch, so one pipeline carries many.
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
@@ -265,9 +271,8 @@ class DecisionLogWriter:
 
 
 def _shadow(d: Decision) -> dict[str, list[float]] | None:
-    """Challenger scores when the decision carries them (a mapping version -> scores)."""
-    raw = getattr(d, "shadow_scores", None)
-    if not raw or not isinstance(raw, Mapping):
+    """The shadow challenger's scores, per candidate in candidate order, keyed by its version."""
+    shadow = d.shadow
+    if shadow is None:
         return None
-    return {str(k): [float(x) for x in np.ravel(np.asarray(v, dtype=np.float64))]
-            for k, v in raw.items()}
+    return {shadow.model_version: [float(x) for x in shadow.scores]}

@@ -132,10 +132,19 @@ def _count(reply: Any, field: bytes) -> int:
         return 0  # a counter this version cannot read counts as unspent, never as a crash
 
 
+def _counts(fields: Sequence[bytes], reply: Any) -> np.ndarray:
+    if not reply or not isinstance(reply, Mapping):
+        return np.zeros(len(fields), dtype=np.float64)
+    get = reply.get
+    try:
+        return np.array([int(get(f) or 0) for f in fields], dtype=np.float64)
+    except ValueError:
+        return np.array([_count(reply, f) for f in fields], dtype=np.float64)
+
+
 def budget_counts(fields: Sequence[bytes], day: Any, hour: Any) -> BudgetCounts:
     """The counters of `fields` (action ids, bytes) from the two HGETALL replies."""
-    return BudgetCounts(np.array([_count(day, f) for f in fields], dtype=np.float64),
-                        np.array([_count(hour, f) for f in fields], dtype=np.float64))
+    return BudgetCounts(_counts(fields, day), _counts(fields, hour))
 
 
 class PolicyRead:

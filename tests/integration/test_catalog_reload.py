@@ -120,6 +120,9 @@ async def test_watcher_reloads_under_load_and_keeps_serving_through_a_bad_catalo
             assert status.catalog_version == _version(new)
             error = status.details["catalog_reload_error"]
             assert "card_gold" in error and "eligibility" in error
+            text = server.runtime.safeguards.metrics.exposition().decode()
+            assert "nba_catalog_reload_failures_total 1.0" in text
+            assert f'nba_catalog_version_info{{version="{_version(new)}"}} 1.0' in text
             reply = await admin.ReloadCatalog(pb.ReloadCatalogRequest(), timeout=30)
             assert not reply.changed and reply.version == _version(new)
             assert "card_gold" in reply.error

@@ -22,8 +22,10 @@ from nba_service.engine.catalog import Catalog
 from nba_service.runtime import Runtime
 from nba_service.server import NbaServer
 from nba_service.settings import Settings
+from nba_service.store.decision_log import DECISIONS_STREAM
 from nba_service.store.embedded import EmbeddedRedis
 from nba_service.store.loader import load_file
+from nba_service.store.log_format import decode_decision
 from nba_service.types import DecisionRequest
 
 from .conftest import EXAMPLES, server_settings
@@ -113,6 +115,26 @@ async def test_model_unavailable_serves_the_fallback_set(
     assert resp.model_version == good.version
     assert [r.action_id for r in resp.recommendations] == _fallback_ids(demo_catalog, "WEB")
     assert [r.rank for r in resp.recommendations] == list(range(1, len(resp.recommendations) + 1))
+    # A fallback answer is a decision like any other: its outcomes are accepted ...
+    served = resp.recommendations[0].action_id
+    for i, outcome in enumerate((pb.IMPRESSION, pb.ACCEPT)):
+        ack = await stub.RecordOutcome(pb.RecordOutcomeRequest(
+            decision_id=resp.decision_id, action_id=served, customer_id=cid, outcome=outcome,
+            event_id=f"fb-{resp.decision_id}-{i}", channel=pb.WEB), timeout=5)
+        assert ack.applied
+    # ... and it is in the decision log with its cause and probability 1 per served action.
+    log = nba_server.runtime.decision_log
+    assert log is not None
+    await log.flush()
+    client = redis.Redis.from_url(nba_server.runtime.redis_url)
+    try:
+        entries = [decode_decision(f[b"d"]) for _, f in client.xrange(DECISIONS_STREAM)]
+    finally:
+        client.close()
+    entry = next(e for e in entries if e.decision_id == resp.decision_id)
+    assert entry.degraded[0] == "fallback:model_unavailable"
+    assert entry.served_ids == [r.action_id for r in resp.recommendations]
+    assert entry.served_probability == [1.0] * len(resp.recommendations)
     again = await stub.Decide(build_request(cid, "WEB", limit=5), timeout=5)
     assert not any(r.startswith("fallback:") for r in again.degraded_reasons)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
+import redis
 
 from features.schema import FeatureSchema
 from nba_service._proto.nba.v1 import decisioning_pb2 as pb
@@ -26,7 +27,9 @@ from nba_service.scoring.registry import publish, read_current, set_current, ver
 from nba_service.scoring.router import challenger_bucket
 from nba_service.server import NbaServer
 from nba_service.settings import Settings
+from nba_service.store.decision_log import DECISIONS_STREAM
 from nba_service.store.embedded import EmbeddedRedis
+from nba_service.store.log_format import decode_decision
 from training.train import train_demo_model
 
 pytestmark = pytest.mark.integration
@@ -188,6 +191,12 @@ async def test_publish_under_load_switches_once_and_bad_models_change_nothing(
     assert "schema_hash" in status.details["model_error"]
     assert status.details["model_backend"] == "compiled"
     assert int(status.details["model_swaps"]) == 1
+    # Visible in metrics too: the refusals, and the version served now (no decision needed).
+    text = server.runtime.safeguards.metrics.exposition().decode()
+    slot = server.runtime.models.slot
+    assert f'nba_model_load_failures_total{{slot="{slot}"}} 2.0' in text
+    assert f'nba_model_version_info{{slot="{slot}",version="{v2}"}} 1.0' in text
+    assert f'version="{v1}"' not in text
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -261,15 +270,23 @@ async def test_shadow_mode_serves_the_champion_and_carries_challenger_scores(
     settings = Settings(redis_url=server_store.url, model_registry=registry,
                         model_watch_interval_s=0, catalog_watch_interval_s=0,
                         challenger_slot="shadow", challenger_share=1.0, challenger_shadow=True,
-                        decision_log=False, score_inline_max_us=0)  # every score on a thread
+                        score_inline_max_us=0)  # every score on a thread
     runtime = Runtime(settings)
     await runtime.start()
     try:
         cid = str(demo_customers[3]["customer_id"])
         decision = await runtime.decide(DecisionRequest(cid, "WEB", "hero", {}, 3))
         details = runtime.details()
+        assert runtime.decision_log is not None
+        await runtime.decision_log.flush()
     finally:
         await runtime.stop()
+    client = redis.Redis.from_url(server_store.url)
+    try:
+        entries = [decode_decision(f[b"d"]) for _, f in client.xrange(DECISIONS_STREAM)]
+    finally:
+        client.close()
+    logged = next(e for e in entries if e.decision_id == decision.decision_id)
     assert details["scoring_offloaded_calls"] == 2 and details["challenger_mode"] == "shadow"
     assert decision.model_version == champion
     shadow = decision.shadow
@@ -282,3 +299,6 @@ async def test_shadow_mode_serves_the_champion_and_carries_challenger_scores(
     assert other.version == challenger
     assert any(abs(shadow.scores[shadow.action_ids.index(a)] - p) > 1e-9
                for a, p in served.items())
+    # The log keeps the challenger's score of every candidate, next to the champion's.
+    assert logged.shadow == {challenger: list(shadow.scores)}
+    assert list(shadow.action_ids) == logged.candidate_ids

@@ -140,8 +140,13 @@ async def test_http_routes_use_the_same_token_scopes(authed: NbaServer) -> None:
             text = await r.text()
         assert "nba_rpc_duration_seconds_bucket" in text
         assert 'nba_decisions_total{channel="WEB",degraded="true"}' in text  # c1: cold start
-        assert "nba_model_version_info{version=" in text
+        model = authed.runtime.models.model
+        assert model is not None
+        assert f'nba_model_version_info{{slot="{authed.runtime.models.slot}",' \
+               f'version="{model.version}"}} 1.0' in text
+        assert "nba_model_load_failures_total{slot=" in text
         assert "nba_catalog_version_info{version=" in text
+        assert "nba_catalog_reload_failures_total 0.0" in text
         assert "nba_decision_stage_duration_seconds_bucket" in text
         async with http.get(base + "/healthz") as r:  # probes need no token
             assert r.status == 200

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from nba_service.observability.logs import JsonFormatter, setup_logging
-from nba_service.observability.metrics import Metrics
+from nba_service.observability.metrics import Metrics, ServingState
 from nba_service.observability.tracing import Tracer, record_stages
 from nba_service.security.pseudonym import Pseudonymizer
 from nba_service.types import Decision, DecisionRequest, RankedAction
@@ -36,11 +36,28 @@ def test_decision_metrics_and_one_series_per_version() -> None:
     assert 'nba_degraded_total{reason="fallback"} 1.0' in text
     assert 'nba_degraded_total{reason="stale_features"} 1.0' in text
     assert 'nba_fallback_total{channel="WEB"} 1.0' in text
-    assert 'nba_model_version_info{version="m2"} 1.0' in text
-    assert 'version="m1"' not in text  # the old version's series is gone
     assert 'code="INVALID_ARGUMENT",method="Decide"' in text
     assert 'nba_decision_stage_duration_seconds_count{stage="store"} 2.0' in text
     assert "secret-customer" not in text
+
+
+def test_serving_state_is_read_at_every_scrape() -> None:
+    m = Metrics()
+    state: list[ServingState | None] = [None]
+    m.watch(lambda: state[0])
+    assert "nba_model_version_info" not in m.exposition().decode()  # not started yet
+    state[0] = ServingState([("champion", "m1", 0), ("challenger", "", 2)], "cat1", 0)
+    text = m.exposition().decode()
+    assert 'nba_model_version_info{slot="champion",version="m1"} 1.0' in text
+    assert 'slot="challenger",version' not in text  # nothing loaded there
+    assert 'nba_model_load_failures_total{slot="challenger"} 2.0' in text
+    assert 'nba_catalog_version_info{version="cat1"} 1.0' in text
+    # A swap shows at the next scrape, with no decision in between; the old series is gone.
+    state[0] = ServingState([("champion", "m2", 1)], "cat2", 3)
+    text = m.exposition().decode()
+    assert 'version="m2"} 1.0' in text and 'version="m1"' not in text
+    assert 'nba_model_load_failures_total{slot="champion"} 1.0' in text
+    assert "nba_catalog_reload_failures_total 3.0" in text and "cat1" not in text
 
 
 def test_json_log_lines_are_redacted() -> None:
