@@ -19,10 +19,13 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from nba_service._proto.nba.v1 import decisioning_pb2 as pb
 from nba_service.admin import AdminServicer
 from nba_service.errors import NbaError
+from nba_service.security.redaction import register_request
 from nba_service.servicer import DecisioningServicer
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,16 @@ CORS_HEADERS = "content-type, authorization, x-request-id"
 Handler = Callable[[Any, Any], Awaitable[Message]]
 
 
+GRPC_CODE = web.ResponseKey("grpc_code", grpc.StatusCode)
+"""Key under which an error response carries its gRPC code (for the metrics)."""
+
+
 def error_response(code: grpc.StatusCode, message: str, http_status: int | None = None
                    ) -> web.Response:
     body = {"error": {"code": code.value[0], "status": code.name, "message": message}}
-    return web.json_response(body, status=http_status or HTTP_STATUS.get(code, 500))
+    resp = web.json_response(body, status=http_status or HTTP_STATUS.get(code, 500))
+    resp[GRPC_CODE] = code
+    return resp
 
 
 def to_json(message: Message) -> web.Response:
@@ -121,6 +130,7 @@ class Gateway:
                 json_format.ParseDict(doc, req)
             except (ValueError, json_format.ParseError) as exc:
                 return error_response(grpc.StatusCode.INVALID_ARGUMENT, f"body: {exc}")
+            register_request(req)  # what the log redaction must keep out, as on gRPC
             # The servicers do not touch the gRPC context; HTTP has none to give them.
             return to_json(await method(req, cast(Any, None)))
 
@@ -138,6 +148,7 @@ class Gateway:
             req = pb.InspectRequest(customer_id=q.get("customer_id", ""),
                                     placement=q.get("placement", ""),
                                     channel=cast(Any, channel))
+            register_request(req)
             return to_json(await method(req, cast(Any, None)))
 
         return handle
@@ -194,6 +205,12 @@ class Gateway:
             return await handler(request)
         except NbaError as exc:
             return error_response(exc.code, str(exc))
+        except TimeoutError:
+            # A store write or read ran out of the request's time budget (as on gRPC).
+            return error_response(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        except (RedisConnectionError, RedisTimeoutError):
+            # Writes cannot fall back; the client retries (idempotent per event_id).
+            return error_response(grpc.StatusCode.UNAVAILABLE, "online store unavailable; retry")
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from grpc import StatusCode
 
+from nba_service.http.gateway import GRPC_CODE, error_response
 from nba_service.observability.metrics import CONTENT_TYPE_LATEST
 from nba_service.reliability.deadline import Deadline, with_deadline
 from nba_service.security.auth import AuthError
@@ -40,10 +42,6 @@ _ADMIN = "nba.v1.Admin/"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, grpc_name: str, code: int, message: str) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "status": grpc_name, "message": message}}, status=status
-    )
 
 
 async def _channel_of(request: web.Request, method: str) -> str | None:
@@ -75,8 +73,10 @@ def install(app: web.Application, guards: Safeguards) -> None:
     @web.middleware
     async def safeguards(request: web.Request, handler: Handler) -> web.StreamResponse:
         method = ROUTE_METHODS.get(request.path)
-        if method is None:
-            return await handler(request)  # pages, static files, /healthz: open
+        if method is None or request.method == "OPTIONS":
+            # Pages, static files, /healthz, and CORS preflights (browsers send those without
+            # credentials; the CORS middleware outside answers them): open.
+            return await handler(request)
         authority = guards.authority
         if authority is not None:
             header = request.headers.get("Authorization")
@@ -84,33 +84,38 @@ def install(app: web.Application, guards: Safeguards) -> None:
                 principal = authority.check(header, method)
                 channel = await _channel_of(request, method)
                 if channel and not principal.may_use_channel(channel.upper()):
-                    return _error(403, "PERMISSION_DENIED", 7,
-                                  f"token {principal.name!r} may not use channel {channel}")
+                    return error_response(
+                        StatusCode.PERMISSION_DENIED,
+                        f"token {principal.name!r} may not use channel {channel}")
             except AuthError as exc:
-                return _error(exc.http_status, exc.code.name, exc.code.value[0], str(exc))
+                return error_response(exc.code, str(exc), http_status=exc.http_status)
             register_token(header.partition(" ")[2].strip() if header else None)
         if method == ROUTE_METHODS["/metrics"]:
             return await handler(request)
         shedder = guards.shedder
         if not shedder.try_acquire():
             guards.metrics.shed.labels(method.rsplit("/", 1)[-1]).inc()
-            return _error(429, "RESOURCE_EXHAUSTED", 8, "server at capacity; retry with backoff")
+            return error_response(StatusCode.RESOURCE_EXHAUSTED,
+                                  "server at capacity; retry with backoff")
         limit = (guards.settings.admin_max_deadline_s if method.startswith(_ADMIN)
                  else guards.settings.max_deadline_s)
         with_deadline(Deadline(limit))
         t0 = time.perf_counter()
-        code = None
+        code: StatusCode | None = StatusCode.UNKNOWN  # until a response says otherwise
         try:
             async with asyncio.timeout(limit):
-                return await handler(request)
+                resp = await handler(request)
+            code = resp.get(GRPC_CODE) if resp.status >= 400 else None
+            if code is None and resp.status >= 400:
+                code = StatusCode.UNKNOWN
+            return resp
         except TimeoutError:
-            from grpc import StatusCode
-
             code = StatusCode.DEADLINE_EXCEEDED
-            return _error(504, "DEADLINE_EXCEEDED", 4, f"deadline of {limit * 1000:.0f} ms "
-                          "exceeded")
+            return error_response(code, f"deadline of {limit * 1000:.0f} ms exceeded")
         finally:
             shedder.release()
             guards.metrics.observe_rpc(method, code, time.perf_counter() - t0)
 
-    app.middlewares.insert(0, safeguards)
+    # Inside the CORS middleware (the first), so refusals carry CORS headers too; outside the
+    # error mapping, so every answer it sees has its status.
+    app.middlewares.insert(1, safeguards)

@@ -252,3 +252,27 @@ async def test_not_ready_server_answers_503(server_store: EmbeddedRedis) -> None
     finally:
         await server.stop(grace=0)
     assert server.http is None
+
+
+async def test_store_down_is_unavailable_on_both_ports(
+    http_server: NbaServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write cannot fall back: both ports say UNAVAILABLE (retry), never INTERNAL.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(http_server.runtime, "record_outcome", down)
+    body = {"decisionId": "d", "actionId": "card_gold", "customerId": "c1",
+            "outcome": "CLICK", "eventId": str(uuid.uuid4()), "channel": "WEB"}
+    status, doc = await _post(http, "/v1/outcome", body)
+    assert status == 503 and doc["error"]["status"] == "UNAVAILABLE"
+    assert "Connection refused" not in doc["error"]["message"]
+    assert http_server.address is not None
+    async with grpc.aio.insecure_channel(http_server.address.target) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await decisioning_pb2_grpc.DecisioningStub(ch).RecordOutcome(pb.RecordOutcomeRequest(
+                decision_id="d", action_id="card_gold", customer_id="c1", outcome=pb.CLICK,
+                event_id=str(uuid.uuid4()), channel=pb.WEB), timeout=5)
+    assert exc.value.code() == grpc.StatusCode.UNAVAILABLE

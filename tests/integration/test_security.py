@@ -35,6 +35,7 @@ from tests.certs import Pki
 pytestmark = pytest.mark.integration
 
 WIDGET, OPS = "widget-canary-token-5309", "ops-canary-token-8675"
+SHOP = "https://shop.example"
 
 
 async def decide_over(channel: grpc.aio.Channel) -> pb.DecideResponse:
@@ -112,9 +113,50 @@ async def authed(server_store: EmbeddedRedis, model_artifact: Path,
     rpcs: ["nba.v1.Admin/*", "nba.v1.Decisioning/*"]
 """)
     s = await start(Settings(port=0, http_port=0, redis_url=server_store.url,
-                             model_path=model_artifact, auth_tokens_file=tokens))
+                             model_path=model_artifact, auth_tokens_file=tokens,
+                             http_cors_origins=[SHOP]))
     yield s
     await s.stop(grace=0.1)
+
+
+async def test_browsers_get_cors_answers_with_auth_on(authed: NbaServer) -> None:
+    # A preflight carries no credentials by design: it must pass auth to the CORS answer, and
+    # a refusal must carry the CORS headers, or the page only sees an opaque network error.
+    assert authed.http is not None
+    base = authed.http.url
+    async with aiohttp.ClientSession() as http:
+        async with http.options(base + "/v1/decide", headers={
+                "Origin": SHOP, "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"}) as r:
+            assert r.status == 204
+            assert r.headers["Access-Control-Allow-Origin"] == SHOP
+            assert "authorization" in r.headers["Access-Control-Allow-Headers"]
+        async with http.post(base + "/v1/decide", json={"customerId": "c1", "channel": "WEB"},
+                             headers={"Origin": SHOP}) as r:
+            assert r.status == 401
+            assert r.headers["Access-Control-Allow-Origin"] == SHOP
+            assert (await r.json())["error"]["status"] == "UNAUTHENTICATED"
+        async with http.post(base + "/v1/decide", json={"customerId": "c1", "channel": "WEB"},
+                             headers={"Origin": "https://evil.example",
+                                      "Authorization": f"Bearer {WIDGET}"}) as r:
+            assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_http_metrics_count_each_answer_under_its_status_code(authed: NbaServer) -> None:
+    assert authed.http is not None
+    base = authed.http.url
+    w = {"Authorization": f"Bearer {WIDGET}"}
+    async with aiohttp.ClientSession() as http:
+        for body in ({"customerId": "", "channel": "WEB"},
+                     {"customerId": "x" * 1000, "channel": "WEB"}):
+            async with http.post(base + "/v1/decide", json=body, headers=w) as r:
+                assert r.status == 400
+        async with http.post(base + "/v1/decide", json={"customerId": "c1"}, headers={}) as r:
+            assert r.status == 401
+    text = authed.runtime.safeguards.metrics.exposition().decode()
+    invalid = [line for line in text.splitlines() if line.startswith(
+        'nba_rpc_duration_seconds_count{code="INVALID_ARGUMENT",method="Decide"}')]
+    assert invalid and float(invalid[0].split()[-1]) >= 2
 
 
 async def test_http_routes_use_the_same_token_scopes(authed: NbaServer) -> None:
@@ -200,6 +242,18 @@ async def test_log_canary(authed: NbaServer, monkeypatch: pytest.MonkeyPatch) ->
             with pytest.raises(grpc.aio.AioRpcError) as exc:
                 await stub.Decide(req, metadata=md, timeout=5)
             assert exc.value.code() == grpc.StatusCode.INTERNAL
+        # The same over HTTP/JSON: the leaky decide, then a bad request.
+        assert authed.http is not None
+        hdr = {"Authorization": f"Bearer {WIDGET}"}
+        body = {"customerId": canary_id, "channel": "WEB",
+                "context": {"intent": {"stringValue": canary_ctx}}}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(authed.http.url + "/v1/decide", json=body, headers=hdr) as r:
+                assert r.status == 500
+                assert canary_id not in await r.text()
+            body["context"] = {canary_ctx: {"stringValue": canary_ctx * 100}}
+            async with http.post(authed.http.url + "/v1/decide", json=body, headers=hdr) as r:
+                assert r.status == 400
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
