@@ -228,9 +228,13 @@ class Runtime:
         raise_for_outcome(result, ev.customer_id, ev.action_id, ev.decision_id,
                           rt.policies.detail, index, ev.channel)
         applied = result.applied
-        # Only applied outcomes reach the outcome log, so a replayed event_id is logged once.
-        if self.decision_log is not None and applied:
-            await self.decision_log.append_outcome(ev, ts_ms)
+        # Applied outcomes reach the outcome log, then their dedupe marker says so. A replay of
+        # one whose append was never confirmed (cancelled, store failure, crash in between)
+        # appends it now, at its original time; the export drops a rare double by event_id.
+        log_ts = ts_ms if applied else result.unlogged_ts_ms
+        if self.decision_log is not None and log_ts is not None:
+            await self.decision_log.append_outcome(ev, log_ts, replay=not applied)
+            await outcomes.mark_logged(ev.customer_id, ev.event_id)
         return applied
 
     async def ingest_events(

@@ -86,12 +86,14 @@ class ExportReport:
     trimmed: int = 0  # pending entries the stream had already trimmed away
     undecodable: int = 0
     held_back: int = 0  # decisions still inside their response window
+    duplicate_outcomes: int = 0  # a replayed outcome's second append, dropped
 
     def summary(self) -> str:
         return (f"exported {self.decisions} decisions ({self.impressions} impressions) and "
                 f"{self.outcomes} outcomes into {self.files} files; {self.held_back} decisions "
                 f"held back (response window open); recovered {self.recovered}, "
-                f"trimmed {self.trimmed}, undecodable {self.undecodable}")
+                f"trimmed {self.trimmed}, undecodable {self.undecodable}, duplicate outcomes "
+                f"{self.duplicate_outcomes}")
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:
@@ -287,7 +289,13 @@ class Exporter:
             except LogFormatError:
                 self.report.undecodable += 1
                 continue
-            rows[utc_date(o.ts_ms)].append(o)
+            date = utc_date(o.ts_ms)
+            # A replay appends an outcome again when its first append was not confirmed; the
+            # first may have landed anyway (earlier in the stream, same time): keep that one.
+            if o.replay and self._already_exported(o, date, rows[date]):
+                self.report.duplicate_outcomes += 1
+                continue
+            rows[date].append(o)
         name = _file_name(entries[0][0], entries[-1][0])
         for date, part in rows.items():
             self._write(outcomes_table(part), self.out / "outcomes" / f"date={date}" / name)
@@ -357,6 +365,17 @@ class Exporter:
                             r["channel"]))
                 self._outcome_cache[date] = index
             day += timedelta(days=1)
+
+    def _already_exported(self, o: OutcomeEntry, date: str, batch: list[OutcomeEntry]) -> bool:
+        key = (o.customer, o.event_id)
+        if any((b.customer, b.event_id) == key for b in batch):
+            return True
+        folder = self.out / "outcomes" / f"date={date}"
+        for f in sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []:
+            t = pq.read_table(f, columns=["customer_id", "event_id"]).to_pydict()
+            if key in zip(t["customer_id"], t["event_id"], strict=True):
+                return True
+        return False
 
     def _outcomes_of(self, decision_id: str) -> list[OutcomeEntry]:
         out: list[OutcomeEntry] = []

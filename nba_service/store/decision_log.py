@@ -185,12 +185,13 @@ class DecisionLogWriter:
                 return
             await asyncio.sleep(min(0.005, left_ms / 1000))
 
-    async def append_outcome(self, ev: OutcomeEvent, ts_ms: int) -> None:
-        """Append an applied outcome to the outcome stream (called right after the Lua applied)."""
+    async def append_outcome(self, ev: OutcomeEvent, ts_ms: int, replay: bool = False) -> None:
+        """Append an applied outcome to the outcome stream (called right after the Lua applied,
+        or by a replay of it when that append was never confirmed: `replay`)."""
         fields = encode_outcome(
             event_id=ev.event_id, decision_id=ev.decision_id, action_id=ev.action_id,
             customer_id=ev.customer_id, outcome=ev.outcome, value=ev.value, ts_ms=ts_ms,
-            channel=ev.channel,
+            channel=ev.channel, replay=replay,
         )
         await self._client.xadd(
             OUTCOMES_STREAM, fields, maxlen=self._outcome_maxlen, approximate=True

@@ -26,7 +26,8 @@ Decision entry (format version `v` = 1):
 
 Outcome entry: plain string fields, readable with `XRANGE` in redis-cli:
 `ev` event id, `did` decision id, `aid` action id, `cust` customer reference, `o` outcome,
-`val` value, `ts` ms, `ch` channel ("" unknown).
+`val` value, `ts` ms, `ch` channel ("" unknown), `re` "1" when appended by the replay of an
+event whose first append was not confirmed (the exporter keeps the first of the two).
 """
 
 from __future__ import annotations
@@ -178,17 +179,21 @@ class OutcomeEntry:
     value: float
     ts_ms: int
     channel: str
+    replay: bool = False  # appended by a replay: the first append may have landed after all
 
 
 def encode_outcome(
     *, event_id: str, decision_id: str, action_id: str, customer_id: str, outcome: str,
-    value: float, ts_ms: int, channel: str | None,
+    value: float, ts_ms: int, channel: str | None, replay: bool = False,
 ) -> dict[str, str]:
-    return {
+    fields = {
         "ev": event_id, "did": decision_id, "aid": action_id,
         "cust": customer_ref(customer_id), "o": outcome, "val": repr(float(value)),
         "ts": str(int(ts_ms)), "ch": channel or "",
     }
+    if replay:
+        fields["re"] = "1"
+    return fields
 
 
 def decode_outcome(fields: Mapping[bytes, bytes]) -> OutcomeEntry:
@@ -199,6 +204,7 @@ def decode_outcome(fields: Mapping[bytes, bytes]) -> OutcomeEntry:
             action_id=fields[b"aid"].decode(), customer=fields[b"cust"].decode(),
             outcome=fields[b"o"].decode(), value=value if math.isfinite(value) else 0.0,
             ts_ms=int(fields[b"ts"]), channel=fields[b"ch"].decode(),
+            replay=fields.get(b"re") == b"1",
         )
     except (KeyError, ValueError) as exc:
         raise LogFormatError(f"bad outcome entry: {exc}") from None

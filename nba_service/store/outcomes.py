@@ -30,11 +30,13 @@ __all__ = ["DEDUPE_WINDOW_S", "HISTORY_TTL_S", "RECORD_OUTCOME_LUA", "OutcomeRes
 #               stop_after_accept (0/1), cooldown_ms, channel_max_contacts, channel_cooldown_ms
 # ARGV[17..21] = keep, horizon_ms, contacts_keep, contacts_horizon_ms, history_ttl_ms (0 = none)
 # ARGV[22] = day_ms
-# Returns {1} applied, {0} duplicate event_id, {-1} unknown decision, {-2} action not served in
-# that decision, {-3, code, until_ms} impression refused by a contact policy (nothing written).
+# Returns {1} applied, {0, marker} duplicate event_id, {-1} unknown decision, {-2} action not
+# served in that decision, {-3, code, until_ms} impression refused by a contact policy (nothing
+# written).
 # The checks mirror nba_service.engine.policies.contact_verdict, in the same order.
 RECORD_OUTCOME_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local seen = redis.call('GET', KEYS[1])
+if seen then return {0, seen} end
 local a, outcome, ch = ARGV[1], ARGV[2], ARGV[7]
 if ARGV[6] ~= '' then
   if redis.call('EXISTS', KEYS[3]) == 0 then return {-1} end
@@ -126,7 +128,8 @@ if tonumber(ARGV[4]) ~= 0 then
   redis.call('HINCRBYFLOAT', h, a .. '|value', ARGV[4])
 end
 if tonumber(ARGV[21]) > 0 then redis.call('PEXPIRE', h, tonumber(ARGV[21])) end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', tonumber(ARGV[5]))
+-- 'p' + time: applied, not yet in the outcome stream (OutcomeWriter.mark_logged)
+redis.call('SET', KEYS[1], 'p' .. ARGV[3], 'EX', tonumber(ARGV[5]))
 return {1}
 """
 
@@ -151,6 +154,9 @@ class OutcomeStatus(StrEnum):
 class OutcomeResult:
     status: OutcomeStatus
     verdict: Verdict | None = None  # why a REFUSED impression was not admitted
+    # DUPLICATE of an outcome applied at this time whose outcome-log append was never confirmed
+    # (the process died or the store failed in between): the replay appends it.
+    unlogged_ts_ms: int | None = None
 
     @property
     def applied(self) -> bool:
@@ -159,6 +165,12 @@ class OutcomeResult:
 
 def event_key(customer_id: str, event_id: str) -> str:
     return f"nba:{{c:{customer_id}}}:e:{event_id}"
+
+
+def _duplicate(marker: object) -> OutcomeResult:
+    text = _text(marker) if marker is not None else ""
+    unlogged = int(text[1:]) if text.startswith("p") and text[1:].isdigit() else None
+    return OutcomeResult(OutcomeStatus.DUPLICATE, unlogged_ts_ms=unlogged)
 
 
 def _text(x: object) -> str:
@@ -206,13 +218,17 @@ class OutcomeWriter:
         if code == 1:
             return OutcomeResult(OutcomeStatus.APPLIED)
         if code == 0:
-            return OutcomeResult(OutcomeStatus.DUPLICATE)
+            return _duplicate(reply[1] if len(reply) > 1 else None)
         if code == -1:
             return OutcomeResult(OutcomeStatus.UNKNOWN_DECISION)
         if code == -2:
             return OutcomeResult(OutcomeStatus.NOT_SERVED)
         return OutcomeResult(OutcomeStatus.REFUSED,
                              Verdict(VerdictCode(_text(reply[1])), int(reply[2])))
+
+    async def mark_logged(self, customer_id: str, event_id: str) -> None:
+        """The outcome is in the outcome stream: a replay of its event_id appends nothing."""
+        await self._client.set(event_key(customer_id, event_id), "logged", xx=True, keepttl=True)
 
     async def record(
         self,
@@ -237,8 +253,9 @@ class OutcomeWriter:
         # and give it back unless the customer script applies the impression, so a failure in
         # between can only under-spend a budget, never overspend it. A replay is answered
         # before touching the budget, so a retry never spends or is refused twice.
-        if await self._client.exists(keys[0]):
-            return OutcomeResult(OutcomeStatus.DUPLICATE)
+        seen = await self._client.get(keys[0])
+        if seen is not None:
+            return _duplicate(seen)
         refused = await self._budgets.take(action_id, params.per_day, params.per_hour, ts_ms,
                                            enforce=params.enforce)
         if refused is not None:

@@ -220,3 +220,43 @@ async def test_a_full_queue_drops_and_counts_and_the_stream_is_trimmed(
     finally:
         await writer.stop()
         await client.aclose()
+
+
+async def test_an_outcome_whose_log_append_failed_is_logged_by_its_replay(
+    nba_server: NbaServer, stub: decisioning_pb2_grpc.DecisioningStub,
+    server_store: EmbeddedRedis, demo_customers: list[dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import grpc
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    cid = str(demo_customers[4]["customer_id"])
+    resp = await stub.Decide(build_request(cid, "WEB", limit=1), timeout=5)
+    action = resp.recommendations[0].action_id
+    event_id = f"lost-append-{resp.decision_id}"
+    req = pb.RecordOutcomeRequest(decision_id=resp.decision_id, action_id=action,
+                                  customer_id=cid, outcome=pb.CLICK, event_id=event_id,
+                                  channel=pb.WEB)
+    writer = _writer(nba_server)
+    real_append = writer.append_outcome
+
+    async def store_fails(*args: object, **kwargs: object) -> None:
+        raise RedisConnectionError("connection lost after the outcome script applied")
+
+    # The outcome is applied to the history, then the append to the outcome stream fails.
+    monkeypatch.setattr(writer, "append_outcome", store_fails)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RecordOutcome(req, timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    monkeypatch.setattr(writer, "append_outcome", real_append)
+    # The client retries: nothing is applied twice, and the outcome reaches the stream once.
+    for _ in range(3):
+        assert not (await stub.RecordOutcome(req, timeout=5)).applied
+    client = aioredis.Redis.from_url(server_store.url)
+    try:
+        logged = [decode_outcome(f) for _, f in await client.xrange(OUTCOMES_STREAM)]
+        history = await client.hget(f"nba:{{c:{cid}}}:h", f"{action}|click|n")
+    finally:
+        await client.aclose()
+    assert [o.event_id for o in logged].count(event_id) == 1
+    assert history == b"1"

@@ -155,6 +155,13 @@ async def test_export_labels_joins_and_is_exactly_once(
     outcomes = ds.dataset(out / "outcomes", partitioning="hive").to_table()
     assert outcomes.num_rows == len(expected)
 
+    # A replayed outcome appended a second time (its first append was not confirmed but had
+    # landed) is dropped, even in a later run than the first.
+    _, first = client.xrange("nba:{log}:outcomes", count=1)[0]
+    client.xadd("nba:{log}:outcomes", {**first, b"re": b"1"})
+    dup = Exporter(client, out, demo_schema, catalog, progress=False).run(now_ms=closed)
+    assert (dup.outcomes, dup.duplicate_outcomes) == (0, 1)
+
     # A re-run exports nothing twice; new traffic is appended exactly once.
     files = sorted(p.name for p in out.rglob("*.parquet"))
     again = Exporter(client, out, demo_schema, catalog, progress=False).run(now_ms=closed)
