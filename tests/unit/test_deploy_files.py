@@ -117,9 +117,22 @@ def test_kubernetes_deployment() -> None:
     assert spec["securityContext"]["runAsUser"] >= 1000
     (c,) = spec["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    ready = c["readinessProbe"]["grpc"]
-    assert ready["port"] == ports["grpc"] and ready["service"] == "nba.v1.Decisioning"
-    assert c["livenessProbe"]["grpc"]["port"] == ports["grpc"]
+    env_names = {e["name"] for e in c["env"]}
+    probes = [c[p] for p in ("readinessProbe", "livenessProbe", "startupProbe")]
+    if "NBA_TLS_CERT" in env_names:
+        # The kubelet's gRPC probe speaks plaintext only: against a TLS port it never passes.
+        assert not any("grpc" in p for p in probes)
+    ready = c["readinessProbe"]
+    if "grpc" in ready:
+        assert ready["grpc"]["port"] == ports["grpc"]
+        assert ready["grpc"]["service"] == "nba.v1.Decisioning"
+    else:  # the HTTP port's mirror of the gRPC health status
+        assert ready["httpGet"] == {"port": "http", "path": "/healthz"}
+    for p in probes:
+        for kind in ("grpc", "httpGet", "tcpSocket"):
+            if kind in p:
+                port = p[kind]["port"]
+                assert port in ports or port in ports.values(), p
     res = c["resources"]
     for kind in ("requests", "limits"):
         assert res[kind]["cpu"] and res[kind]["memory"]
