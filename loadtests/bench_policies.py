@@ -68,7 +68,9 @@ def main() -> None:
     rows = customers(schema, 256, rng)
     ids = [catalog.actions[int(i)].id for i in cands]
     read = PolicyRead(table, cands, "WEB", NOW)
-    budget_replies = [[str(rng.integers(0, 3000)).encode(), b"50"] for _ in read.budget_ids]
+    # The two HGETALL replies (day, hour) the fetch brings, as redis-py returns them.
+    budget_replies = [{a: str(rng.integers(0, 3000)).encode() for a in read.budget_fields},
+                      {a: b"50" for a in read.budget_fields}]
     cases = {"empty": [{}], "typical": [history(ids, 5, rng) for _ in range(64)],
              "heavy": [history(ids, len(ids), rng) for _ in range(64)]}
     prop = rng.uniform(0.01, 0.3, len(cands))
