@@ -92,11 +92,16 @@ def feature_values(
 
 
 def contact_history(raw: Mapping[bytes, bytes]) -> list[pb.ContactRecord]:
-    """Outcome counters `<action>|<outcome>|n` / `|t` of the history hash, newest first."""
+    """Outcome counters `<action>|<outcome>|n` / `|t` / `|c` (count, latest time, latest
+    channel) of the history hash, newest first."""
     counts: dict[tuple[str, str], list[int]] = {}
+    channels: dict[tuple[str, str], str] = {}
     for key, value in raw.items():
         parts = key.decode(errors="replace").split("|")
-        if len(parts) != 3 or parts[0].startswith("#") or parts[2] not in ("n", "t"):
+        if len(parts) != 3 or parts[0].startswith("#") or parts[2] not in ("n", "t", "c"):
+            continue
+        if parts[2] == "c":
+            channels[(parts[0], parts[1])] = value.decode(errors="replace")
             continue
         try:
             number = int(float(value))
@@ -105,7 +110,8 @@ def contact_history(raw: Mapping[bytes, bytes]) -> list[pb.ContactRecord]:
         entry = counts.setdefault((parts[0], parts[1]), [0, 0])
         entry[0 if parts[2] == "n" else 1] = number
     records = [
-        pb.ContactRecord(action_id=a, outcome=o.upper(), count=max(n, 0), last_ms=t)
+        pb.ContactRecord(action_id=a, outcome=o.upper(), count=max(n, 0), last_ms=t,
+                         channel=channels.get((a, o), ""))
         for (a, o), (n, t) in counts.items()
     ]
     records.sort(key=lambda r: (-r.last_ms, r.action_id, r.outcome))

@@ -1,6 +1,7 @@
 /* nba chat widget: reports the session to the service and shows a proactive chat invite when
  * the service says so. Configure with window.NBA_CHAT before loading this script:
  *   endpoint        base URL of the nba HTTP gateway ('' = same origin)
+ *   token           bearer token of the chat-widget scope, when the service requires auth
  *   customerId      the signed-in customer, '' for an anonymous visitor
  *   pageType        home | product | pricing | checkout | support | account | other
  *   cartValue       current cart value
@@ -12,7 +13,7 @@
 (function () {
   "use strict";
   var cfg = Object.assign({
-    endpoint: "", customerId: "", pageType: "other", cartValue: 0, channel: "WEB",
+    endpoint: "", token: "", customerId: "", pageType: "other", cartValue: 0, channel: "WEB",
     pollMs: 2000, dwellEventMs: 10000, inviteTimeoutMs: 60000,
   }, window.NBA_CHAT || {});
   var session = window.sessionStorage;
@@ -38,8 +39,10 @@
   var state = { invite: null, stopped: false, timer: null, inviteTimer: null };
 
   function post(path, body) {
+    var headers = { "content-type": "application/json" };
+    if (cfg.token) { headers.authorization = "Bearer " + cfg.token; }
     return fetch(cfg.endpoint + path, {
-      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+      method: "POST", headers: headers, body: JSON.stringify(body),
     }).then(function (r) {
       return r.json().then(function (j) {
         if (!r.ok) {

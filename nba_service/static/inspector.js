@@ -62,7 +62,7 @@
     });
     var hist = clear("history");
     (r.history || []).forEach(function (h) {
-      row(hist, [[h.actionId], [h.outcome], [h.count, "num"],
+      row(hist, [[h.actionId], [h.outcome], [h.channel || ""], [h.count, "num"],
                  [new Date(Number(h.lastMs)).toISOString()]], { "data-action": h.actionId });
     });
     document.getElementById("result").hidden = false;
@@ -92,8 +92,13 @@
     q.set("customer_id", body.customerId);
     q.set("channel", body.channel);
     window.history.replaceState(null, "", "?" + q.toString());
+    var headers = { "content-type": "application/json" };
+    // The token stays in this tab only (sessionStorage), never in the URL.
+    var token = document.getElementById("token").value.trim();
+    window.sessionStorage.setItem("nba.inspector.token", token);
+    if (token) { headers.authorization = "Bearer " + token; }
     fetch("/v1/inspect", {
-      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+      method: "POST", headers: headers, body: JSON.stringify(body),
     }).then(function (r) {
       return r.json().then(function (j) {
         if (!r.ok) { throw new Error(j.error ? j.error.status + ": " + j.error.message : r.status); }
@@ -103,6 +108,7 @@
   }
 
   document.getElementById("inspect-form").addEventListener("submit", inspect);
+  document.getElementById("token").value = window.sessionStorage.getItem("nba.inspector.token") || "";
   var q = new URLSearchParams(window.location.search);
   if (q.get("customer_id")) {
     document.getElementById("customer-id").value = q.get("customer_id");

@@ -124,6 +124,7 @@ end
 local base = a .. '|' .. outcome
 redis.call('HINCRBY', h, base .. '|n', 1)
 redis.call('HSET', h, base .. '|t', ARGV[3])
+if ch ~= '' then redis.call('HSET', h, base .. '|c', ch) end
 if tonumber(ARGV[4]) ~= 0 then
   redis.call('HINCRBYFLOAT', h, a .. '|value', ARGV[4])
 end

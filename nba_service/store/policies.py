@@ -2,7 +2,7 @@
 
 Contact history lives in the customer's hash `nba:{c:<id>}:h` (one slot with every other key of
 the customer). The fields the policies use start with `#`, which no action id can, so they
-never collide with the per-outcome counters `<action>|<outcome>|n` / `|t` / `<action>|value`:
+never collide with the per-outcome counters `<action>|<outcome>|n` / `|t` / `|c` / `<action>|value`:
 
     #i|<action>             impression times (epoch ms, ascending, comma separated), newest
                             max(max_impressions, 1) within max(window, cooldown)

@@ -181,6 +181,7 @@ async def test_inspect_shows_features_candidates_and_history(
     assert any(c["removedBy"] for c in cands)
     hist = [h for h in resp["history"] if h["actionId"] == "savings_kids"]
     assert hist and hist[0]["outcome"] == "REJECT" and int(hist[0]["count"]) == 1
+    assert hist[0]["channel"] == "WEB"  # the channel the reject came in on
     # POST with the full message (context included) and the same answer shape over gRPC Admin.
     status, posted = await _post(http, "/v1/inspect", {
         "customerId": cid, "channel": "CALL_CENTRE",

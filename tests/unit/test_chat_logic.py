@@ -78,7 +78,8 @@ def test_display_and_history() -> None:
     assert display(schema.get("clv"), math.nan) == ""  # type: ignore[arg-type]
     raw = {b"card_gold|impression|n": b"3", b"card_gold|impression|t": b"2000",
            b"card_gold|reject|n": b"1", b"card_gold|reject|t": b"3000",
+           b"card_gold|reject|c": b"CALL_CENTRE",
            b"card_gold|value": b"12.5", b"#i|card_gold": b"1000,2000", b"bogus": b"x"}
     records = contact_history(raw)
-    assert [(r.action_id, r.outcome, r.count, r.last_ms) for r in records] == [
-        ("card_gold", "REJECT", 1, 3000), ("card_gold", "IMPRESSION", 3, 2000)]
+    assert [(r.action_id, r.outcome, r.count, r.last_ms, r.channel) for r in records] == [
+        ("card_gold", "REJECT", 1, 3000, "CALL_CENTRE"), ("card_gold", "IMPRESSION", 3, 2000, "")]
