@@ -127,6 +127,14 @@ class Gateway:
             req = message()
             try:
                 doc = json.loads(raw) if raw.strip() else {}
+            except ValueError as exc:
+                return error_response(grpc.StatusCode.INVALID_ARGUMENT, f"body: not JSON: {exc}")
+            if not isinstance(doc, dict):
+                return error_response(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"body: expected a JSON object ({message.DESCRIPTOR.name}), "
+                    f"got {type(doc).__name__}")
+            try:
                 json_format.ParseDict(doc, req)
             except (ValueError, json_format.ParseError) as exc:
                 return error_response(grpc.StatusCode.INVALID_ARGUMENT, f"body: {exc}")

@@ -1,18 +1,24 @@
-"""Property-based fuzzing of every request field (and of raw bytes): no input may crash the
-server or produce INTERNAL / UNKNOWN; bad input gets a precise client-error code."""
+"""Property-based fuzzing of every request field (and of raw bytes) of every client-facing RPC,
+over gRPC (unary and the Decide stream) and over the HTTP/JSON gateway: no input may crash the
+server or produce INTERNAL / UNKNOWN (HTTP 5xx); bad input gets a precise client-error code."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nba_service._proto.nba.v1 import decisioning_pb2 as pb
 from nba_service._proto.nba.v1 import decisioning_pb2_grpc
+from nba_service.http.gateway import HTTP_STATUS
 from nba_service.settings import Settings
 from nba_service.store.embedded import EmbeddedRedis
 from tests.threaded import ThreadedServer
@@ -25,12 +31,26 @@ ALLOWED = {
 }
 
 
+HTTP_ALLOWED = {HTTP_STATUS[c] for c in ALLOWED} | {413}  # 413: body over the size limit
+
+
 @pytest.fixture(scope="module")
-def target(server_store: EmbeddedRedis, model_artifact: Path) -> Iterator[str]:
-    s = ThreadedServer(Settings(port=0, redis_url=server_store.url, model_path=model_artifact,
-                                decision_log=False)).start()
-    yield s.target
+def server(server_store: EmbeddedRedis, model_artifact: Path) -> Iterator[ThreadedServer]:
+    s = ThreadedServer(Settings(port=0, http_port=0, redis_url=server_store.url,
+                                model_path=model_artifact, decision_log=False)).start()
+    yield s
     s.stop()
+
+
+@pytest.fixture(scope="module")
+def target(server: ThreadedServer) -> str:
+    return server.target
+
+
+@pytest.fixture(scope="module")
+def http_url(server: ThreadedServer) -> str:
+    assert server.server is not None and server.server.http is not None
+    return server.server.http.url
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +84,20 @@ outcome_requests = st.builds(
 events = st.builds(pb.Event, feature=texts, value=values, op=enum_ints)
 ingest_requests = st.builds(
     pb.IngestEventsRequest, customer_id=texts, events=st.lists(events, max_size=300),
+)
+small_floats = st.floats(allow_nan=True, allow_infinity=True)
+chat_requests = st.builds(
+    pb.ChatTriggerRequest, session_id=texts, customer_id=texts, page_type=texts,
+    dwell_time_s=small_floats, pages_in_session=st.integers(0, 2**32 - 1),
+    cart_value=small_floats, errors_seen=st.integers(0, 2**32 - 1),
+    returning_visitor=st.booleans(), context=contexts, request_id=texts,
+)
+capacity_requests = st.builds(
+    pb.AgentCapacityRequest, queue=texts, agents_available=st.integers(0, 2**32 - 1),
+    agents_busy=st.integers(0, 2**32 - 1),
+)
+inspect_requests = st.builds(
+    pb.InspectRequest, customer_id=texts, channel=enum_ints, placement=texts, context=contexts,
 )
 
 
@@ -102,18 +136,109 @@ def test_ingest_fields(channel: grpc.Channel, req: pb.IngestEventsRequest) -> No
 
 
 @FUZZ
-@given(
-    method=st.sampled_from(["Decide", "RecordOutcome", "IngestEvents"]),
-    payload=st.binary(max_size=512),
-)
+@given(req=chat_requests)
+def test_chat_trigger_fields(channel: grpc.Channel, req: pb.ChatTriggerRequest) -> None:
+    code = code_of(decisioning_pb2_grpc.DecisioningStub(channel).EvaluateChatTrigger, req)
+    assert code in ALLOWED, (code, req)
+
+
+@FUZZ
+@given(req=capacity_requests)
+def test_agent_capacity_fields(channel: grpc.Channel, req: pb.AgentCapacityRequest) -> None:
+    code = code_of(decisioning_pb2_grpc.DecisioningStub(channel).ReportAgentCapacity, req)
+    assert code in ALLOWED, (code, req)
+
+
+@FUZZ
+@given(req=inspect_requests)
+def test_inspect_fields(channel: grpc.Channel, req: pb.InspectRequest) -> None:
+    code = code_of(decisioning_pb2_grpc.AdminStub(channel).Inspect, req)
+    assert code in ALLOWED, (code, req)
+
+
+@FUZZ
+@given(reqs=st.lists(decide_requests, min_size=1, max_size=5))
+def test_decide_stream_fields(channel: grpc.Channel, reqs: list[pb.DecideRequest]) -> None:
+    """Every message of a stream is answered or the stream ends with a client-error code."""
+    answered = 0
+    try:
+        for _ in decisioning_pb2_grpc.DecisioningStub(channel).DecideStream(
+                iter(reqs), timeout=10):
+            answered += 1
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        code = exc.code()  # type: ignore[attr-defined]
+    assert code in ALLOWED, (code, reqs)
+    if code is grpc.StatusCode.OK:
+        assert answered == len(reqs)
+
+
+RPCS = {
+    "/nba.v1.Decisioning/Decide": pb.DecideRequest,
+    "/nba.v1.Decisioning/RecordOutcome": pb.RecordOutcomeRequest,
+    "/nba.v1.Decisioning/IngestEvents": pb.IngestEventsRequest,
+    "/nba.v1.Decisioning/EvaluateChatTrigger": pb.ChatTriggerRequest,
+    "/nba.v1.Decisioning/ReportAgentCapacity": pb.AgentCapacityRequest,
+    "/nba.v1.Admin/Inspect": pb.InspectRequest,
+}
+
+
+@FUZZ
+@given(method=st.sampled_from(sorted(RPCS)), payload=st.binary(max_size=512))
 def test_raw_bytes(channel: grpc.Channel, method: str, payload: bytes) -> None:
     call = channel.unary_unary(
-        f"/nba.v1.Decisioning/{method}",
+        method,
         request_serializer=lambda b: b,
         response_deserializer=lambda b: b,
     )
     code = code_of(call, payload)
     assert code in ALLOWED, (code, payload)
+
+
+HTTP_ROUTES = ["/v1/decide", "/v1/outcome", "/v1/events", "/v1/chat-trigger",
+               "/v1/agent-capacity", "/v1/inspect"]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | texts,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(texts, inner, max_size=5),
+    max_leaves=20,
+)
+# Bodies near the real messages (right field names, wrong or odd values), and anything at all.
+field_names = st.sampled_from([
+    "customerId", "customer_id", "channel", "placement", "context", "limit", "requestId",
+    "explain", "decisionId", "actionId", "outcome", "eventId", "value", "timestamp", "events",
+    "sessionId", "pageType", "dwellTimeS", "pagesInSession", "cartValue", "queue",
+    "agentsAvailable", "agentsBusy",
+])
+json_bodies = st.dictionaries(field_names, json_values, max_size=8) | json_values
+
+
+def http_post(url: str, body: bytes) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@FUZZ
+@given(route=st.sampled_from(HTTP_ROUTES), body=json_bodies)
+@example(route="/v1/decide", body=None)  # `null` once answered 500
+@example(route="/v1/outcome", body=[1, 2])
+def test_http_json_bodies(http_url: str, route: str, body: object) -> None:
+    status, answer = http_post(http_url + route, json.dumps(body).encode())
+    assert status in HTTP_ALLOWED, (status, answer, body)
+    if status != 200:  # every refusal says what was wrong, in the canonical error shape
+        assert answer["error"]["message"], answer
+
+
+@FUZZ
+@given(route=st.sampled_from(HTTP_ROUTES), payload=st.binary(max_size=512))
+def test_http_raw_bytes(http_url: str, route: str, payload: bytes) -> None:
+    status, answer = http_post(http_url + route, payload)
+    assert status in HTTP_ALLOWED, (status, answer, payload)
 
 
 def test_server_still_healthy_after_fuzzing(channel: grpc.Channel) -> None:
