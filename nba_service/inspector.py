@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from features.packing import PackError, unpack
 from features.realtime import ts_field
 from features.schema import DType, FeatureSchema, FeatureSpec, Source
 from nba_service._proto.nba.v1 import decisioning_pb2 as pb
 from nba_service.store.keys import features_key, history_key, realtime_key
+from nba_service.store.online import read_owned
 
 if TYPE_CHECKING:
     from nba_service.decide import Decider
@@ -133,11 +134,17 @@ class Inspector:
             context=r.context, explain=True,
         ))
         now_ms = time.time_ns() // 1_000_000
-        pipe = self.client.pipeline(transaction=False)  # type: ignore[attr-defined]
-        pipe.get(features_key(req.customer_id))
-        pipe.hgetall(realtime_key(req.customer_id))
-        pipe.hgetall(history_key(req.customer_id))
-        blob, rt_fields, history = await pipe.execute()
+        cid = req.customer_id
+        fkey = features_key(cid)
+
+        def read() -> Awaitable[list[Any]]:
+            return read_owned(self.client, fkey, [
+                ("GET", fkey), ("HGETALL", realtime_key(cid)), ("HGETALL", history_key(cid)),
+            ], what=f"customer {cid!r}")
+
+        # The decision's breaker and deadline budget guard this read too.
+        guard = getattr(self.decider.store, "guard", None)
+        blob, rt_fields, history = await (guard.call(read) if guard is not None else read())
         decision = await self.decider.decide(req)
         context = dict(req.context)
         context["channel"] = req.channel

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nba_service.store.online import read_owned
+
 TAG = "{chat}"
 
 
@@ -188,12 +190,11 @@ class ChatStore:
             cmds.append(["ZCOUNT", taken_key(q), f"({now_ms}", "+inf"])
         return cmds
 
-    async def read(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """The same commands in one round trip, when there is no customer to fetch with them."""
-        pipe = self.client.pipeline(transaction=False)
-        for cmd in commands:
-            pipe.execute_command(*cmd)
-        return list(await pipe.execute())
+    async def read(self, session_id: str, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The same commands in one round trip, when there is no customer to fetch with them,
+        checked to answer this request (`read_owned`, keyed on the session's slot)."""
+        return await read_owned(self.client, session_key(session_id), commands,
+                                what=f"chat session {session_id!r}")
 
     @staticmethod
     def parse_replies(

@@ -7,6 +7,7 @@ Clients must be created with `decode_responses=False` (packed values are binary)
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "CustomerSnapshot",
     "OnlineStore",
     "StoreIntegrityError",
+    "read_owned",
 ]
 
 AsyncClient = Redis | RedisCluster
@@ -102,6 +104,34 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_NONCES = itertools.count(1)
+
+
+async def read_owned(
+    client: Any, key: str, commands: Sequence[Sequence[Any]], *, what: str,
+) -> list[Any]:
+    """`commands` in ONE pipelined round trip, checked to be answers to this request.
+
+    The ownership check rides in the same round trip: a read-only script keyed on `key` (so on
+    a Cluster it runs on the slot of the record read) echoes a per-request `nonce`. If replies
+    were ever shifted (a connection reused with a reply still pending), the last reply is not
+    our nonce: nothing read is used, and the idle connections, one of them poisoned, are
+    dropped.
+    """
+    nonce = f"{key}#{next(_NONCES)}"
+    pipe = client.pipeline(transaction=False)
+    for cmd in commands:
+        pipe.execute_command(*cmd)
+    pipe.execute_command("EVAL_RO", OWNER_ECHO_LUA, 1, key, nonce)
+    replies = await pipe.execute()
+    if replies[-1] != nonce.encode():
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
+        raise StoreIntegrityError(f"store replies for {what} failed the ownership check")
+    return list(replies[:-1])
+
+
 class OnlineStore:
     """Reads and writes a customer's online features under one schema."""
 
@@ -119,7 +149,6 @@ class OnlineStore:
         )
         self.realtime_ttl_ms = ttl_ms or 0
         self._apply_events = client.register_script(APPLY_EVENTS_LUA)
-        self._seq = 0
         # Told about every snapshot built (metrics of missing and stale features).
         self.observer: Callable[[CustomerSnapshot], None] | None = None
 
@@ -136,33 +165,13 @@ class OnlineStore:
         """
         now = _now_ms() if now_ms is None else now_ms
         fkey = features_key(customer_id)
-        self._seq += 1
-        nonce = f"{customer_id}#{self._seq}"
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(fkey)
-        pipe.hgetall(realtime_key(customer_id))
-        pipe.hgetall(history_key(customer_id))
-        for cmd in extra:
-            pipe.execute_command(*cmd)
-        # Ownership check, same round trip: a read-only script keyed on this customer's slot
-        # echoes a per-request nonce. If replies were ever shifted (a connection reused with a
-        # reply still pending), the last reply is not our nonce and nothing read is used.
-        pipe.execute_command("EVAL_RO", OWNER_ECHO_LUA, 1, fkey, nonce)
-        replies = await pipe.execute()
-        echoed = replies[-1]
-        if echoed != nonce.encode():
-            await self._drop_idle_connections()
-            raise StoreIntegrityError(
-                f"store replies for customer {customer_id!r} failed the ownership check"
-            )
+        replies = await read_owned(self.client, fkey, [
+            ("GET", fkey), ("HGETALL", realtime_key(customer_id)),
+            ("HGETALL", history_key(customer_id)), *extra,
+        ], what=f"customer {customer_id!r}")
         blob, rt_fields, history = replies[0], replies[1], replies[2]
         return self._snapshot(customer_id, blob, rt_fields or {}, history or {}, now,
-                              tuple(replies[3:-1]))
-
-    async def _drop_idle_connections(self) -> None:
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect(inuse_connections=False)
+                              tuple(replies[3:]))
 
     def _snapshot(
         self,

@@ -290,7 +290,7 @@ async def test_holds_expire_and_release_their_agent(redis_async) -> None:
     assert await _invite(store, "b", "i2", T0 + 1) == (True, "", 0)
     assert await _invite(store, "c", "i3", T0 + 2) == (False, "NO_FREE_AGENT", 0)
     # The read pipeline agrees: expired holds are not counted even before a script prunes.
-    replies = await store.read(ChatStore.read_commands("c", ["q"], T0 + 60_001))
+    replies = await store.read("c", ChatStore.read_commands("c", ["q"], T0 + 60_001))
     _, caps = ChatStore.parse_replies(replies, ["q"])
     assert caps["q"].holds == 0
     assert await _invite(store, "c", "i3", T0 + 60_001) == (True, "", 1)
@@ -315,7 +315,7 @@ async def test_settle_is_once_and_checks_the_action(redis_async) -> None:
     assert await store.settle("nope", "q", "chat_invite_sales", True, T0 + 6, 300) == "unknown"
     assert await store.status("i1", "chat_invite_sales") == "declined"
     session, caps = ChatStore.parse_replies(
-        await store.read(ChatStore.read_commands("a", ["q"], T0 + 7)), ["q"])
+        await store.read("a", ChatStore.read_commands("a", ["q"], T0 + 7)), ["q"])
     assert session.declined_ms == T0 + 5 and session.pending is None and session.invites == 1
     assert caps["q"].holds == 0 and caps["q"].taken == 0
 
@@ -353,5 +353,46 @@ async def test_store_outage_means_no_invite_not_an_error(
             assert not res.show_invite
             assert res.reason_codes == ["STORE_UNAVAILABLE"]
             assert res.degraded_reasons == ["store_unavailable"]
+    finally:
+        await client.aclose()
+
+
+async def test_anonymous_chat_read_is_guarded_and_owner_checked(
+    chat_server: NbaServer, demo_schema: FeatureSchema, server_store: EmbeddedRedis,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from nba_service.reliability.breaker import BreakerConfig, CircuitBreaker
+    from nba_service.reliability.store_guard import GuardedStore, StoreGuard
+    from nba_service.store.online import StoreIntegrityError
+
+    async def owner_checks() -> int:  # the ownership echo runs once per owned read
+        stats = await client.info("commandstats")
+        return int(stats.get("cmdstat_eval_ro", {}).get("calls", 0))
+
+    client = aioredis.Redis.from_url(server_store.url, max_connections=1)
+    breaker = CircuitBreaker(BreakerConfig(min_calls=1, open_s=3600))
+    store = GuardedStore(client, demo_schema, StoreGuard(breaker, cap_s=1.0))
+    assert chat_server.runtime.catalogs is not None
+    trigger = ChatTrigger(demo_schema, store, chat_server.runtime.catalogs,
+                          chat_server.runtime.models, ChatStore(client))
+    inp = ChatTriggerInput(session_id=_session(), page_type="product", dwell_time_s=9,
+                           pages_in_session=3)
+    try:
+        before = await owner_checks()
+        assert (await trigger.evaluate(inp)).reason_codes != ["STORE_UNAVAILABLE"]
+        assert await owner_checks() == before + 1  # the visitor's read is owner-checked
+        # An open breaker answers without a round trip, for visitors as for customers.
+        breaker.record_failure()
+        res = await trigger.evaluate(inp)
+        assert res.reason_codes == ["STORE_UNAVAILABLE"] and not res.show_invite
+        assert await owner_checks() == before + 1
+        # A connection back in the pool with a reply still pending: the shifted replies fail
+        # the session read's ownership check instead of being read as this session's state.
+        conn = await client.connection_pool.get_connection()
+        await conn.send_command("BLPOP", "nba:{chat}:nothing", "1")
+        await client.connection_pool.release(conn)
+        with pytest.raises(StoreIntegrityError):
+            await ChatStore(client).read(inp.session_id, [["HGETALL", "nba:{chat}:s:x"]])
     finally:
         await client.aclose()
