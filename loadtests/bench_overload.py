@@ -53,9 +53,10 @@ def prepare(work: Path) -> tuple[Path, list[str]]:
     return model, [str(c["customer_id"]) for c in customers]
 
 
-def serve(port: int, store: EmbeddedRedis, model: Path, max_in_flight: int
-          ) -> subprocess.Popen[bytes]:
+def serve(port: int, store: EmbeddedRedis, model: Path, max_in_flight: int,
+          max_loop_lag_s: float = 0.0) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NBA_MAX_IN_FLIGHT": str(max_in_flight), "NBA_HTTP_PORT": "-1",
+           "NBA_MAX_LOOP_LAG_S": str(max_loop_lag_s),
            "NBA_DECISION_LOG": "false", "NBA_LOG_LEVEL": "WARNING",
            "NBA_CATALOG_WATCH_INTERVAL_S": "0"}
     return subprocess.Popen([str(NBA), "serve", "--port", str(port), "--redis-url", store.url,
@@ -172,9 +173,12 @@ async def run(args: argparse.Namespace) -> None:
               f"python {platform.python_version()}")
         print(f"command: {' '.join(sys.argv)}")
         rows = []
-        for label, limit in (("shedding", args.max_in_flight), ("baseline", 1_000_000)):
+        configs = [("shedding", args.max_in_flight, 0.0), ("baseline", 1_000_000, 0.0)]
+        if args.max_loop_lag_ms > 0:
+            configs.insert(1, ("shedding+lag", args.max_in_flight, args.max_loop_lag_ms / 1000))
+        for label, limit, lag_s in configs:
             port = free_port()
-            proc = serve(port, store, model, limit)
+            proc = serve(port, store, model, limit, lag_s)
             target = f"127.0.0.1:{port}"
             try:
                 await wait_ready(target)
@@ -183,10 +187,10 @@ async def run(args: argparse.Namespace) -> None:
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
-            rows.append((label, limit, cap, summarize(lat), res))
-        for label, limit, cap, lat, res in rows:
+            rows.append((label, limit, lag_s, cap, summarize(lat), res))
+        for label, limit, lag_s, cap, lat, res in rows:
             good = float(res["goodput_rps"])  # type: ignore[arg-type]
-            print(f"\n[{label}] max_in_flight={limit}")
+            print(f"\n[{label}] max_in_flight={limit} max_loop_lag={lag_s * 1000:g}ms")
             print(f"  capacity (closed loop, {args.concurrency} in flight): {cap:,.0f} req/s, "
                   f"{fmt(lat)}")
             print(f"  3x offered: {res['offered_rps']:,.0f} req/s -> goodput {good:,.0f} req/s "
@@ -200,6 +204,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="duration of each phase")
     p.add_argument("--concurrency", type=int, default=16, help="closed-loop calls in flight")
     p.add_argument("--max-in-flight", type=int, default=16, help="the shedding server's limit")
+    p.add_argument("--max-loop-lag-ms", type=float, default=0.0,
+                   help="also run the shedding server with event-loop lag shedding at this lag")
     asyncio.run(run(p.parse_args()))
 
 
