@@ -72,6 +72,9 @@ class Engine:
         self._lever = np.array([a.lever for a in actions], dtype=np.float64)
         self._group = np.array([groups[a.group] for a in actions], dtype=np.int32)
         self._mandatory = np.array([a.mandatory for a in actions], dtype=np.bool_)
+        # Which codes a policy_block may hold (0 = not blocked), as a lookup by code.
+        self._block_ok = np.zeros(max(int(s) for s in Stage) + 1, dtype=np.bool_)
+        self._block_ok[[0, *(int(s) for s in POLICY_STAGES)]] = True
         arb = catalog.arbitration
         sbs = arb.service_before_sales
         self._is_sales = np.array(
@@ -193,8 +196,9 @@ class Engine:
             block = np.array(policy_block, dtype=np.int32)
             if block.shape != (n,):
                 raise ValueError(f"policy_block has shape {block.shape}, expected ({n},)")
-            bad = set(np.unique(block[block != 0]).tolist()) - {int(s) for s in POLICY_STAGES}
-            if bad:
+            ok = self._block_ok
+            if n and (block.min() < 0 or block.max() >= len(ok) or not ok[block].all()):
+                bad = set(np.unique(block[block != 0]).tolist()) - {int(s) for s in POLICY_STAGES}
                 raise ValueError(f"policy_block codes {sorted(bad)} are not policy stages")
         row = np.empty(self._n_columns + 1, dtype=np.float64)
         row[: self._n_columns] = customer_row

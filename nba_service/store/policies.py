@@ -71,7 +71,7 @@ def budget_keys(now_ms: int) -> tuple[str, str]:
 
 
 def _times(raw: bytes) -> tuple[int, ...]:
-    return tuple(int(x) for x in raw.split(b",")) if raw else ()
+    return tuple(map(int, raw.split(b","))) if raw else ()
 
 
 def parse_history(raw: Mapping[bytes, bytes]) -> ContactHistory:
