@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     """PEM private key of tls_cert."""
     tls_client_ca: Path | None = None
     """PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
+    http_tls: bool = False
+    """Serve the HTTP port (gateway, pages, /metrics, /healthz) over TLS with tls_cert /
+    tls_key, and with tls_client_ca require client certificates there too."""
     auth_tokens_file: Path | None = None
     """YAML of token hashes and their scopes (RPCs, channels); unset: no token auth."""
     redis_username: str | None = None

@@ -11,6 +11,7 @@ from aiohttp import web
 from nba_service.admin import AdminServicer
 from nba_service.http.gateway import Gateway
 from nba_service.observability.http import install as install_safeguards
+from nba_service.security.tls import http_ssl_context
 from nba_service.servicer import DecisioningServicer
 from nba_service.settings import Settings
 
@@ -53,13 +54,16 @@ class HttpServer:
             # /metrics, token scopes, shedding and deadlines, as on the gRPC port.
             install_safeguards(self.gateway.app, guards)
         self._runner: web.AppRunner | None = None
+        # Built here so that a bad certificate fails the start, not the first request.
+        self.ssl = (http_ssl_context(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+                    if settings.http_tls else None)
         self.host = settings.http_host or settings.host
         self.port: int | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
 
     async def start(self) -> int:
         port = resolve_http_port(self.settings)
@@ -71,7 +75,8 @@ class HttpServer:
         )
         await runner.setup()
         # Several worker processes may share the port, as they share the gRPC one.
-        site = web.TCPSite(runner, self.host, port, reuse_port=port != 0)
+        site = web.TCPSite(runner, self.host, port, reuse_port=port != 0,
+                           ssl_context=self.ssl)
         try:
             await site.start()
         except OSError:

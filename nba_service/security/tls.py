@@ -1,12 +1,13 @@
-"""TLS and mutual TLS for the gRPC port, from PEM files named in the settings."""
+"""TLS and mutual TLS for the gRPC port and the HTTP port, from PEM files named in the settings."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
 
-__all__ = ["TlsConfigError", "channel_credentials", "server_credentials"]
+__all__ = ["TlsConfigError", "channel_credentials", "http_ssl_context", "server_credentials"]
 
 
 class TlsConfigError(ValueError):
@@ -50,3 +51,22 @@ def channel_credentials(
         private_key=_read(key, "key") if key else None,
         certificate_chain=_read(cert, "cert") if cert else None,
     )
+
+
+def http_ssl_context(
+    cert: Path | None, key: Path | None, client_ca: Path | None = None
+) -> ssl.SSLContext:
+    """The HTTP port's TLS from the same files as the gRPC port's: TLS 1.2+, and with
+    `client_ca` a client certificate it signed is required (mTLS)."""
+    if cert is None or key is None:
+        raise TlsConfigError("http_tls needs tls_cert and tls_key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+        if client_ca is not None:
+            ctx.load_verify_locations(cafile=client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsConfigError(f"http_tls: cannot load {cert} / {key}: {exc}") from None
+    return ctx

@@ -72,6 +72,48 @@ async def test_tls_only_server(server_store: EmbeddedRedis, model_artifact: Path
         await s.stop(grace=0.1)
 
 
+async def test_http_port_over_tls_and_mtls(server_store: EmbeddedRedis, model_artifact: Path,
+                                           pki: Pki, tmp_path: Path) -> None:
+    import ssl
+
+    cert, key = pki.issue("https-server", server=True)
+    client_cert, client_key = pki.issue("https-client", server=False)
+    body = {"customerId": "C0000001", "channel": "WEB"}
+    for mtls in (False, True):
+        s = await start(Settings(port=0, http_port=0, redis_url=server_store.url,
+                                 model_path=model_artifact, tls_cert=cert, tls_key=key,
+                                 tls_client_ca=pki.ca_path if mtls else None, http_tls=True))
+        try:
+            assert s.http is not None and s.http.url.startswith("https://")
+            trust = ssl.create_default_context(cafile=pki.ca_path)
+            if mtls:
+                trust.load_cert_chain(client_cert, client_key)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(s.http.url + "/v1/decide", json=body, ssl=trust) as r:
+                    assert r.status == 200 and (await r.json())["decisionId"]
+                async with http.get(s.http.url + "/healthz", ssl=trust) as r:
+                    assert r.status == 200
+                # Plain HTTP on the TLS port gets no answer from the gateway.
+                plain = s.http.url.replace("https://", "http://")
+                with pytest.raises(aiohttp.ClientError):
+                    async with http.get(plain + "/healthz") as r:
+                        await r.read()
+                if mtls:  # without a client certificate the handshake fails
+                    with pytest.raises(aiohttp.ClientError):
+                        async with http.get(s.http.url + "/healthz",
+                                            ssl=ssl.create_default_context(
+                                                cafile=pki.ca_path)) as r:
+                            await r.read()
+        finally:
+            await s.stop(grace=0.1)
+    # http_tls without a certificate is refused at start, with the reason.
+    from nba_service.security.tls import TlsConfigError
+
+    with pytest.raises(TlsConfigError, match="tls_cert and tls_key"):
+        await start(Settings(port=0, http_port=0, redis_url=server_store.url,
+                             model_path=model_artifact, http_tls=True))
+
+
 async def test_mtls_requires_a_client_certificate_from_the_ca(
     server_store: EmbeddedRedis, model_artifact: Path, pki: Pki,
     tmp_path: Path,
