@@ -149,6 +149,9 @@ class ChatTrigger:
                     result.degraded_reasons.append("cold_start:unknown_customer")
                 if snap.stale:
                     result.degraded_reasons.append("stale_features:" + ",".join(snap.stale))
+                if snap.batch_missing:
+                    result.degraded_reasons.append(
+                        "missing_features:" + ",".join(snap.batch_missing))
             else:
                 replies = await self._guarded(lambda: self.store.read(inp.session_id, commands))
                 fresh = self.online.freshness

@@ -233,6 +233,9 @@ def _feature_reasons(snap: CustomerSnapshot) -> list[str]:
     reasons.extend(f"feature_problem:{p}" for p in getattr(snap, "problems", ()))
     if snap.stale:
         reasons.append("stale_features:" + ",".join(snap.stale))
+    missing = getattr(snap, "batch_missing", ())
+    if missing:
+        reasons.append("missing_features:" + ",".join(missing))
     return reasons
 
 

@@ -94,6 +94,9 @@ class CustomerSnapshot:
     history: dict[bytes, bytes]  # raw contact history hash, for the engine's policies
     problems: tuple[str, ...] = ()  # e.g. "schema_mismatch", "bad_features_record"
     extra: tuple[Any, ...] = field(default=())  # replies to the caller's extra commands
+    # Batch features absent (NaN) in a record that exists: a gap in the customer's data. (An
+    # unknown customer misses all of them; absent real-time values mean "no events yet".)
+    batch_missing: tuple[str, ...] = ()
 
     @property
     def degraded(self) -> bool:
@@ -204,6 +207,7 @@ class OnlineStore:
             history=history,
             problems=tuple(problems) + r_problems,
             extra=extra,
+            batch_missing=b_missing if record is not None else (),
         )
         if self.observer is not None and (snap.missing or snap.stale):
             self.observer(snap)

@@ -113,6 +113,48 @@ async def test_unknown_customer_gets_a_flagged_cold_start_answer(
     assert resp.model_version
 
 
+async def test_missing_and_stale_features_are_imputed_and_reported(
+    stub: decisioning_pb2_grpc.DecisioningStub, nba_server: NbaServer,
+    server_store: EmbeddedRedis, demo_schema: FeatureSchema,
+) -> None:
+    import time
+
+    from features.packing import pack
+    from features.schema import Source
+    from nba_service.store.keys import features_key
+
+    specs = demo_schema.of(Source.BATCH)
+    names = [f.name for f in specs]
+    vec = np.array([f.default_encoded for f in specs], dtype=np.float32)
+    vec[names.index("age")] = 44
+    vec[names.index("region")] = np.nan  # a gap in this customer's record
+    # Written 8 days ago: `balance` (max_age 7d) is stale, `age` (400d) is not.
+    ts = time.time_ns() // 1_000_000 - 8 * 86_400_000
+    cid = "gappy-customer-1"
+    admin = redis.Redis.from_url(server_store.url)
+    admin.set(features_key(cid), pack(demo_schema, vec, ts))
+    registry = nba_server.runtime.safeguards.metrics.registry
+
+    def imputed(feature: str, kind: str) -> float:
+        labels = {"feature": feature, "kind": kind}
+        return registry.get_sample_value("nba_feature_problems_total", labels) or 0.0
+
+    before = imputed("region", "missing"), imputed("balance", "stale")
+    try:
+        resp = await stub.Decide(build_request(cid, "WEB"), timeout=5)
+    finally:
+        admin.delete(features_key(cid))
+        admin.close()
+    assert resp.degraded and resp.recommendations
+    reasons = {r.split(":", 1)[0]: r.split(":", 1)[1] for r in resp.degraded_reasons}
+    assert "balance" in reasons["stale_features"].split(",")
+    assert "age" not in reasons["stale_features"].split(",")
+    assert reasons["missing_features"].split(",") == ["region"]
+    assert "cold_start" not in reasons
+    assert (imputed("region", "missing"), imputed("balance", "stale")) == (
+        before[0] + 1, before[1] + 1)
+
+
 async def test_explain_lists_every_candidate_with_its_fate(
     stub: decisioning_pb2_grpc.DecisioningStub,
     demo_customers: list[dict[str, object]],
