@@ -179,3 +179,35 @@ def test_unloadable_files_are_clear_errors(
     assert load_file(src, redis_sync, demo_schema, id_column="id", progress=False).loaded == 1
     with pytest.raises(LoadError, match="no such file"):
         load_file(tmp_path / "nope.parquet", redis_sync, demo_schema, progress=False)
+
+
+def test_nba_features_load_cli(
+    tmp_path: Path, redis_sync: redis.Redis, redis_url: str, demo_schema: FeatureSchema,
+) -> None:
+    """The command itself, as a user runs it: counts, the reject report, idempotent re-runs,
+    and a non-zero exit when nothing could be loaded."""
+    import subprocess
+    import sys
+
+    nba = Path(sys.executable).with_name("nba")
+    src = _write_csv(tmp_path / "list.csv", [GOOD[0], BAD[0], GOOD[1]])
+    rejects = tmp_path / "why.csv"
+
+    def run(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(nba), "features", "load", str(path), "--redis-url", redis_url,
+             "--rejects", str(rejects), "--batch-size", "1"],
+            capture_output=True, text=True, timeout=120, check=False)
+
+    for _ in range(2):  # the second run changes nothing
+        out = run(src)
+        assert out.returncode == 0, out.stderr
+        assert "loaded 2 customers, rejected 1" in out.stdout
+        assert str(rejects) in out.stdout
+        assert redis_sync.dbsize() == 2
+        with open(rejects, newline="") as fh:
+            assert [r["customer_id"] for r in csv.DictReader(fh)] == ["2001"]
+    only_bad = _write_csv(tmp_path / "bad.csv", [BAD[0]])
+    out = run(only_bad)
+    assert out.returncode == 1 and "loaded 0 customers, rejected 1" in out.stdout
+    assert redis_sync.dbsize() == 2
