@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 
@@ -34,8 +33,6 @@ from nba_service.store.chat import ChatStore, SessionState
 from nba_service.store.online import OnlineStore
 from nba_service.store.policies import PolicyRead
 from nba_service.types import OutcomeEvent
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +98,6 @@ class ChatTrigger:
         self._realtime_spec = {f.name: f for f in schema.of(Source.REALTIME)}
         self._cached: tuple[CatalogRuntime, _Plan] | None = None
 
-    async def _guarded(self, make: Callable[[], Awaitable[T]]) -> T:
-        """A store call outside `OnlineStore.fetch` under the same breaker and deadline budget
-        as the decision's own read, when the store is guarded (it is in the service)."""
-        guard = getattr(self.online, "guard", None)
-        return await (guard.call(make) if guard is not None else make())
-
     def _plan(self, rt: CatalogRuntime) -> _Plan:
         cached = self._cached
         if cached is not None and cached[0] is rt:
@@ -153,7 +144,8 @@ class ChatTrigger:
                     result.degraded_reasons.append(
                         "missing_features:" + ",".join(snap.batch_missing))
             else:
-                replies = await self._guarded(lambda: self.store.read(inp.session_id, commands))
+                replies = await self.online.guarded(
+                    lambda: self.store.read(inp.session_id, commands))
                 fresh = self.online.freshness
                 batch, realtime = fresh.batch_defaults, fresh.realtime_defaults.copy()
         except STORE_ERRORS as exc:

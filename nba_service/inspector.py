@@ -143,8 +143,7 @@ class Inspector:
             ], what=f"customer {cid!r}")
 
         # The decision's breaker and deadline budget guard this read too.
-        guard = getattr(self.decider.store, "guard", None)
-        blob, rt_fields, history = await (guard.call(read) if guard is not None else read())
+        blob, rt_fields, history = await self.decider.store.guarded(read)
         decision = await self.decider.decide(req)
         context = dict(req.context)
         context["channel"] = req.channel

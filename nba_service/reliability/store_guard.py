@@ -100,7 +100,8 @@ class StoreGuard:
 
 
 class GuardedStore(OnlineStore):
-    """An `OnlineStore` whose `fetch` (the one read of a decision) is guarded."""
+    """An `OnlineStore` whose `fetch` (the one read of a decision) and `guarded` calls (the
+    other reads on a request's path) go through the guard."""
 
     def __init__(self, client: Any, schema: FeatureSchema, guard: StoreGuard,
                  **kwargs: Any) -> None:
@@ -114,3 +115,6 @@ class GuardedStore(OnlineStore):
         extra: Sequence[Sequence[str | bytes | int | float]] = (),
     ) -> CustomerSnapshot:
         return await self.guard.call(lambda: OnlineStore.fetch(self, customer_id, now_ms, extra))
+
+    async def guarded(self, make: Callable[[], Awaitable[T]]) -> T:
+        return await self.guard.call(make)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from redis.asyncio import Redis
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 AsyncClient = Redis | RedisCluster
+T = TypeVar("T")
 
 # KEYS[1]: the real-time hash. ARGV[1]: now (ms), ARGV[2]: key TTL (ms, 0 = keep none),
 # then one group of 4 per event: name, op (set|incr|max|min), value, max_age_ms (-1 = never).
@@ -154,6 +155,11 @@ class OnlineStore:
         self._apply_events = client.register_script(APPLY_EVENTS_LUA)
         # Told about every snapshot built (metrics of missing and stale features).
         self.observer: Callable[[CustomerSnapshot], None] | None = None
+
+    async def guarded(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Another store call under whatever guards this store's `fetch` (none here; the
+        service's `GuardedStore` adds its breaker and deadline budget)."""
+        return await make()
 
     async def fetch(
         self,
