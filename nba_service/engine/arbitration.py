@@ -21,7 +21,7 @@ from nba_service.engine.reasons import POLICY_STAGES, Stage, reason_codes, stage
 __all__ = ["Engine", "Ranking"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ranking:
     """The outcome of one `Engine.rank` call; per-candidate arrays follow the input order."""
 
@@ -102,6 +102,10 @@ class Engine:
                 )
                 arr.setflags(write=False)
                 self._candidates[(ch, pl)] = arr
+        self._ones_cache: dict[int, np.ndarray] = {}
+        # Writable twins of the shared read-only candidate arrays, so a request copies nothing.
+        self._twins: dict[int, tuple[np.ndarray, np.ndarray]] = {
+            id(arr): (arr, np.array(arr, dtype=np.int64)) for arr in self._candidates.values()}
         self._kernel_static = (
             self._chan_mask, self._valid_from, self._valid_to, comp.rule_spans, comp.value_spans,
             self._value_const, self._lever, self._group, self._is_sales, self._mandatory,
@@ -128,6 +132,7 @@ class Engine:
                 arr = arr[[not self.catalog.actions[i].placements for i in arr]]
                 arr.setflags(write=False)
                 self._candidates[(channel, "")] = arr
+                self._twins[id(arr)] = (arr, np.array(arr, dtype=np.int64))
         return arr
 
     def fallback(self, channel: str) -> list[int]:
@@ -184,22 +189,22 @@ class Engine:
             raise ValueError(f"{len(propensity)} propensities for {n} candidates")
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
-        # Fresh, writable, exact-dtype copies: a read-only or differently typed array would make
-        # Numba compile a new specialisation inside the request.
-        cands = np.array(candidates, dtype=np.int64)
-        if n and (cands.min() < 0 or cands.max() >= len(self.catalog)):
-            raise ValueError("candidate index out of range of the catalog")
+        # Writable, exact-dtype arrays: a read-only or differently typed array would make Numba
+        # compile a new specialisation inside the request. The kernel writes only its outputs.
+        cands, public = self._kernel_candidates(candidates)
         prop = np.array(propensity, dtype=np.float64)
         if policy_block is None:
             block = np.zeros(n, dtype=np.int32)
         else:
-            block = np.array(policy_block, dtype=np.int32)
-            if block.shape != (n,):
-                raise ValueError(f"policy_block has shape {block.shape}, expected ({n},)")
-            ok = self._block_ok
-            if n and (block.min() < 0 or block.max() >= len(ok) or not ok[block].all()):
-                bad = set(np.unique(block[block != 0]).tolist()) - {int(s) for s in POLICY_STAGES}
-                raise ValueError(f"policy_block codes {sorted(bad)} are not policy stages")
+            block = _kernel_array(policy_block, np.int32)
+        if block.shape != (n,):
+            raise ValueError(f"policy_block has shape {block.shape}, expected ({n},)")
+        if lever_scale is None:
+            scale = self._ones(n)
+        else:
+            scale = _kernel_array(lever_scale, np.float64)
+            if scale.shape != (n,):
+                raise ValueError(f"{len(lever_scale)} lever multipliers for {n} candidates")
         row = np.empty(self._n_columns + 1, dtype=np.float64)
         row[: self._n_columns] = customer_row
         row[self._n_columns] = code
@@ -209,28 +214,45 @@ class Engine:
                 row[col] = spec.encode(raw)
         sbs_active = channel in self._sbs_channels and row[self._sbs_slot] > 0
         stage = np.empty(n, dtype=np.int32)
-        priority, cw, value, lever = (np.empty(n, dtype=np.float64) for _ in range(4))
+        priority, cw, value, lever = np.empty((4, n), dtype=np.float64)
+        mandatory = np.empty(n, dtype=np.bool_)
         served = np.empty(min(limit, n), dtype=np.int64)
-        static = self._kernel_static
-        if lever_scale is not None:
-            if len(lever_scale) != n:
-                raise ValueError(f"{len(lever_scale)} lever multipliers for {n} candidates")
-            # The kernel reads levers by catalog index: a scaled copy only when pacing applies.
-            levers = self._lever.copy()
-            levers[cands] *= np.asarray(lever_scale, dtype=np.float64)
-            static = (*static[:6], levers, *static[7:])
         k = kernel.decide(
-            cands, prop, block, row, time.time() if now_s is None else float(now_s), code,
-            bool(sbs_active), int(limit), self._max_per_group, self._n_groups,
-            *static,
-            stage, priority, cw, value, lever, served,
+            cands, prop, block, scale, row, time.time() if now_s is None else float(now_s), code,
+            bool(sbs_active), int(limit), self._max_per_group, self._n_groups, self._block_ok,
+            *self._kernel_static,
+            stage, priority, cw, value, lever, mandatory, served,
         )
+        if k == kernel.BAD_CANDIDATE:
+            raise ValueError("candidate index out of range of the catalog")
+        if k == kernel.BAD_BLOCK:
+            bad = set(np.unique(block[block != 0]).tolist()) - {int(s) for s in POLICY_STAGES}
+            raise ValueError(f"policy_block codes {sorted(bad)} are not policy stages")
         served = served[:k]
         return Ranking(
-            candidates=cands, served=served, served_actions=cands[served], priority=priority,
+            candidates=public, served=served, served_actions=cands[served], priority=priority,
             propensity=prop, context_weight=cw, value=value, lever=lever, removed_stage=stage,
-            mandatory=self._mandatory[cands],
+            mandatory=mandatory,
         )
+
+    def _kernel_candidates(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(what the kernel reads, what Ranking.candidates shows): a fresh int64 copy, or for
+        the engine's own shared arrays a cached writable twin (the kernel never writes it)
+        while the Ranking keeps the read-only original."""
+        hit = self._twins.get(id(candidates))
+        if hit is not None and hit[0] is candidates:
+            return hit[1], candidates
+        cands = np.array(candidates, dtype=np.int64)
+        return cands, cands
+
+    def _ones(self, n: int) -> np.ndarray:
+        """A shared all-ones lever scale of length n (the kernel only reads it)."""
+        ones = self._ones_cache.get(n)
+        if ones is None:
+            ones = np.ones(n, dtype=np.float64)
+            if len(self._ones_cache) < 64:
+                self._ones_cache[n] = ones
+        return ones
 
     def detail(self, ranking: Ranking, i: int) -> str:
         """A human-readable detail for why candidate `i` was removed (for explanations)."""
@@ -274,6 +296,14 @@ class Engine:
         for ch in CHANNELS:
             cands = self.candidates_for(ch)
             self.rank(row, cands, np.full(len(cands), 0.5), ch, {}, 3)
+
+
+def _kernel_array(x: np.ndarray, dtype: type) -> np.ndarray:
+    """`x` itself when the kernel can read it as is, else an exact-dtype writable copy."""
+    if (isinstance(x, np.ndarray) and x.dtype == dtype and x.ndim == 1
+            and x.flags.c_contiguous and x.flags.writeable):
+        return x
+    return np.array(x, dtype=dtype)
 
 
 def _settings(block: object) -> str:

@@ -50,6 +50,7 @@ S_VALUE = int(Stage.VALUE_UNAVAILABLE)
 S_PROPENSITY = int(Stage.INVALID_PROPENSITY)
 S_GROUP = int(Stage.GROUP_LIMIT)
 S_CUTOFF = int(Stage.RANK_CUTOFF)
+BAD_CANDIDATE, BAD_BLOCK = -1, -2  # `decide`'s refusals of its inputs
 
 
 @_jit
@@ -148,9 +149,10 @@ def eval_programs(ops: np.ndarray, args: np.ndarray, consts: np.ndarray, sets: n
 
 
 @_jit
-def decide(cands: np.ndarray, propensity: np.ndarray, policy_block: np.ndarray, row: np.ndarray,
+def decide(cands: np.ndarray, propensity: np.ndarray, policy_block: np.ndarray,
+           lever_scale: np.ndarray, row: np.ndarray,
            now_s: float, channel_code: int, sbs_active: bool, limit: int, max_per_group: int,
-           n_groups: int,
+           n_groups: int, block_ok: np.ndarray,
            chan_mask: np.ndarray, valid_from: np.ndarray, valid_to: np.ndarray,
            rule_spans: np.ndarray, value_spans: np.ndarray, value_const: np.ndarray,
            lever: np.ndarray, group: np.ndarray, is_sales: np.ndarray, mandatory: np.ndarray,
@@ -159,14 +161,24 @@ def decide(cands: np.ndarray, propensity: np.ndarray, policy_block: np.ndarray, 
            ops: np.ndarray, args: np.ndarray, consts: np.ndarray, sets: np.ndarray,
            max_stack: int,
            out_stage: np.ndarray, out_priority: np.ndarray, out_cw: np.ndarray,
-           out_value: np.ndarray, out_lever: np.ndarray, out_served: np.ndarray) -> int:
+           out_value: np.ndarray, out_lever: np.ndarray, out_mandatory: np.ndarray,
+           out_served: np.ndarray) -> int:
     """Filter, score and rank the candidates of one request; returns how many were served.
 
     `cands` are catalog indices; outputs are per candidate position, `out_served` holds the
     served positions in rank order. Components (P, C, V, L) are computed for every candidate,
-    removed or not, so explanations can show what a removed action would have scored.
+    removed or not, so explanations can show what a removed action would have scored;
+    `lever_scale[i]` (budget pacing) multiplies candidate i's lever. Returns BAD_CANDIDATE or
+    BAD_BLOCK, before any work, for a catalog index out of range or a `policy_block` code that
+    `block_ok` does not allow.
     """
     n = cands.shape[0]
+    for i in range(n):
+        if cands[i] < 0 or cands[i] >= chan_mask.shape[0]:
+            return BAD_CANDIDATE
+        b = policy_block[i]
+        if b < 0 or b >= block_ok.shape[0] or not block_ok[b]:
+            return BAD_BLOCK
     stack = np.empty(max_stack)
     chbit = np.int64(1) << np.int64(channel_code)
     n_ok = 0
@@ -182,11 +194,13 @@ def decide(cands: np.ndarray, propensity: np.ndarray, policy_block: np.ndarray, 
         v = value_const[a] if vs == ve else eval_program(ops, args, consts, sets, vs, ve, row,
                                                          stack)
         p = propensity[i]
-        pr = p * cw * v * lever[a]
+        lv = lever[a] * lever_scale[i]
+        pr = p * cw * v * lv
         out_cw[i] = cw
         out_value[i] = v
-        out_lever[i] = lever[a]
+        out_lever[i] = lv
         out_priority[i] = pr
+        out_mandatory[i] = mandatory[a]
 
         stage = 0
         if (chan_mask[a] & chbit) == 0:
@@ -270,8 +284,8 @@ def warm_up() -> None:
     out_stage = np.zeros(n, dtype=i32)
     out = [np.zeros(n, dtype=f64) for _ in range(4)]
     decide(
-        np.zeros(n, dtype=i64), np.full(n, 0.5), np.zeros(n, dtype=i32), row, 0.0, 0, False,
-        1, 0, 1,
+        np.zeros(n, dtype=i64), np.full(n, 0.5), np.zeros(n, dtype=i32), np.ones(n), row, 0.0,
+        0, False, 1, 0, 1, np.ones(1, dtype=np.bool_),
         np.ones(1, dtype=i64), np.full(1, -np.inf), np.full(1, np.inf),
         np.array([[[0, 3], [0, 0], [0, 0]]], dtype=i32), np.zeros((1, 2), dtype=i32),
         np.ones(1), np.ones(1), np.zeros(1, dtype=i32), np.zeros(1, dtype=np.bool_),
@@ -279,7 +293,8 @@ def warm_up() -> None:
         np.zeros(2, dtype=i32), np.zeros(0, dtype=i32), np.zeros(0, dtype=f64),
         np.zeros(0, dtype=f64),
         ops, args, consts, sets, 4,
-        out_stage, out[0], out[1], out[2], out[3], np.zeros(n, dtype=i64),
+        out_stage, out[0], out[1], out[2], out[3], np.zeros(n, dtype=np.bool_),
+        np.zeros(n, dtype=i64),
     )
 
 

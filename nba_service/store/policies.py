@@ -22,12 +22,14 @@ customer's slot.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from nba_service.engine import policy_scan
 from nba_service.engine.policies import (
     DAY_MS,
     HOUR_MS,
@@ -70,8 +72,18 @@ def budget_keys(now_ms: int) -> tuple[str, str]:
     return f"{PREFIX}:{{b}}:bd:{hour[:8]}", f"{PREFIX}:{{b}}:bh:{hour}"
 
 
+_NUMBER = re.compile(rb"-?[0-9]{1,18}")
+
+
+def _int(raw: bytes) -> int:
+    """A stored number: optional '-', 1 to 18 ASCII digits (what policy_scan reads too)."""
+    if not isinstance(raw, bytes) or _NUMBER.fullmatch(raw) is None:
+        raise ValueError(f"not a stored number: {raw!r}")
+    return int(raw)
+
+
 def _times(raw: bytes) -> tuple[int, ...]:
-    return tuple(map(int, raw.split(b","))) if raw else ()
+    return tuple(map(_int, raw.split(b","))) if raw else ()
 
 
 def parse_history(raw: Mapping[bytes, bytes]) -> ContactHistory:
@@ -94,9 +106,9 @@ def parse_history(raw: Mapping[bytes, bytes]) -> ContactHistory:
                 action, _, channel = rest.rpartition(b"|")
                 by_channel.setdefault(action.decode(), {})[channel.decode()] = _times(value)
             elif kind == _REJECT:
-                rejects[rest.decode()] = int(value)
+                rejects[rest.decode()] = _int(value)
             elif kind == _ACCEPT:
-                accepts[rest.decode()] = int(value)
+                accepts[rest.decode()] = _int(value)
             elif kind == _CONTACTS:
                 contacts[rest.decode()] = _times(value)
         except ValueError:
@@ -122,12 +134,10 @@ def budget_read_commands(now_ms: int) -> list[tuple[str, ...]]:
     return [("HGETALL", day), ("HGETALL", hour)]
 
 
-def _count(reply: Any, field: bytes) -> int:
-    if not isinstance(reply, Mapping):
-        return 0
+def _count(reply: Mapping[bytes, Any], field: bytes) -> int:
     raw = reply.get(field)
     try:
-        return int(raw) if raw is not None else 0
+        return _int(raw) if raw is not None else 0
     except ValueError:
         return 0  # a counter this version cannot read counts as unspent, never as a crash
 
@@ -135,11 +145,7 @@ def _count(reply: Any, field: bytes) -> int:
 def _counts(fields: Sequence[bytes], reply: Any) -> np.ndarray:
     if not reply or not isinstance(reply, Mapping):
         return np.zeros(len(fields), dtype=np.float64)
-    get = reply.get
-    try:
-        return np.array([int(get(f) or 0) for f in fields], dtype=np.float64)
-    except ValueError:
-        return np.array([_count(reply, f) for f in fields], dtype=np.float64)
+    return np.array([_count(reply, f) for f in fields], dtype=np.float64)
 
 
 def budget_counts(fields: Sequence[bytes], day: Any, hour: Any) -> BudgetCounts:
@@ -167,7 +173,24 @@ class PolicyRead:
 
     def evaluate(self, candidates: np.ndarray, history: Mapping[bytes, bytes],
                  replies: Sequence[Any]) -> PolicyOutcome:
-        """`replies`: the replies to `commands`, in order (the first ones of the fetch's extra)."""
+        """`replies`: the replies to `commands`, in order (the first ones of the fetch's extra).
+
+        One Numba call over the replies as they came (`PolicyTable.scan`); replies it cannot
+        read unambiguously go through the Python reference, with the same result.
+        """
+        h = policy_scan.buffers(history)
+        day = hour = policy_scan.buffers(None)
+        if self.commands:
+            day, hour = policy_scan.buffers(replies[0]), policy_scan.buffers(replies[1])
+        if h is not None and day is not None and hour is not None:
+            out = self.table.scan(candidates, self.channel, h, day, hour, self.now_ms)
+            if out is not None:
+                return out
+        return self.reference(candidates, history, replies)
+
+    def reference(self, candidates: np.ndarray, history: Mapping[bytes, bytes],
+                  replies: Sequence[Any]) -> PolicyOutcome:
+        """`evaluate` in plain Python: `parse_history` + `PolicyTable.evaluate`."""
         if self.commands:
             counts = budget_counts(self.budget_fields, replies[0], replies[1])
         else:
