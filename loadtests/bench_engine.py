@@ -117,6 +117,8 @@ def main() -> None:
     eval_rows[:, :-1] = rows
     eval_rows[:, -1] = code
     block = np.zeros(n, dtype=np.int32)
+    scale = np.ones(n)
+    mandatory = np.empty(n, dtype=np.bool_)
     stage = np.empty(n, dtype=np.int32)
     outs = [np.empty(n) for _ in range(4)]
     served = np.empty(args.limit, dtype=np.int64)
@@ -126,9 +128,10 @@ def main() -> None:
     for it in range(args.iterations):
         i = it % 256
         t = time.perf_counter_ns()
-        k = kernel.decide(cands, props[i], block, eval_rows[i], now, code, False, args.limit,
-                          catalog.arbitration.max_per_group, len(catalog.groups), *static,
-                          stage, outs[0], outs[1], outs[2], outs[3], served)
+        k = kernel.decide(cands, props[i], block, scale, eval_rows[i], now, code, False,
+                          args.limit, catalog.arbitration.max_per_group, len(catalog.groups),
+                          engine._block_ok, *static,
+                          stage, outs[0], outs[1], outs[2], outs[3], mandatory, served)
         kernel_ns[it] = time.perf_counter_ns() - t
         served_total += k
 
