@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # -- reliability (docs/operations.md) ------------------------------------------------
     max_in_flight: int = Field(default=256, ge=1)
     """Requests served at once per process; more get RESOURCE_EXHAUSTED before being parsed."""
+    max_pending: int = Field(default=0, ge=0)
+    """Calls gRPC may hold for the application before it picks them up; beyond that gRPC's core
+    refuses them with RESOURCE_EXHAUSTED before any Python runs. 0 (default): gRPC's own
+    limits. The queue the in-flight count cannot see (docs/operations.md)."""
     max_loop_lag_s: float = Field(default=0.0, ge=0)
     """Event-loop lag above which only a quarter of max_in_flight is admitted (calls then
     queue where the in-flight count cannot see them); 0 (default) turns the monitor off."""

@@ -136,10 +136,18 @@ class Safeguards:
         return self.shedder.in_flight
 
     def server_options(self) -> list[tuple[str, int]]:
-        return [
+        opts = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", 4 * MAX_MESSAGE_BYTES),
         ]
+        if self.settings.max_pending:
+            # gRPC's core refuses calls beyond these, at random above the soft limit and all
+            # above the hard one, without waking Python: a queue in front of admission that
+            # stays short, so admitted calls keep their latency under overload.
+            pending = self.settings.max_pending
+            opts += [("grpc.server.max_pending_requests", pending),
+                     ("grpc.server.max_pending_requests_hard_limit", 2 * pending)]
+        return opts
 
     def bind(self, server: grpc.aio.Server, address: str) -> int:
         """Add the port, over TLS / mTLS when configured. Returns the bound port (0: failed)."""

@@ -152,6 +152,13 @@ class EmbeddedRedis:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (e.g. to pin it to a CPU in a benchmark)."""
+        if self._proc is None:
+            raise EmbeddedRedisError("server not started")
+        return self._proc.pid
+
     def start(self) -> EmbeddedRedis:
         if self._proc is not None:
             raise EmbeddedRedisError("server already started")

@@ -124,3 +124,61 @@ async def test_client_cancellation_stops_the_handler(
     call.cancel()
     await asyncio.wait_for(cancelled.wait(), 5)
     await until(lambda: server.safeguards.shedder.in_flight == 0)
+
+
+async def test_a_backlog_beyond_max_pending_is_refused_by_grpc_core(
+    server_store: EmbeddedRedis, model_artifact: Path,
+) -> None:
+    """While the server's event loop is busy (here: blocked on purpose), calls wait in gRPC's
+    core for the application. With `max_pending` gRPC refuses those beyond the limit at once,
+    without Python, so the queue in front of admission stays short; the rest are answered."""
+    import threading
+
+    settings = Settings(port=0, http_port=-1, redis_url=server_store.url,
+                        model_path=model_artifact, max_pending=2)
+    s = NbaServer(settings, Runtime(settings))
+    await s.start()
+    assert s.address is not None
+    target = s.address.target
+    n, enough = 40, 30
+    codes: list[grpc.StatusCode] = []
+    lock = threading.Lock()
+    refused_enough, all_done = threading.Event(), threading.Event()
+
+    def record(fut: grpc.Future) -> None:
+        code = fut.code()
+        with lock:
+            codes.append(code)
+            if sum(c is not grpc.StatusCode.OK for c in codes) >= enough:
+                refused_enough.set()
+            if len(codes) == n:
+                all_done.set()
+
+    def client() -> None:
+        with grpc.insecure_channel(target) as ch:
+            stub = decisioning_pb2_grpc.DecisioningStub(ch)
+            futs = [stub.Decide.future(build_request(f"C{i:06d}", "WEB"), timeout=20)
+                    for i in range(n)]
+            for f in futs:
+                f.add_done_callback(record)
+            all_done.wait(30)
+
+    try:
+        await stub_ready(target)
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        # Block the server's loop until gRPC's core has refused the backlog by itself.
+        assert refused_enough.wait(20), f"gRPC refused too few calls: {codes}"
+        await asyncio.to_thread(t.join, 30)
+        assert all_done.is_set()
+        refused = [c for c in codes if c is not grpc.StatusCode.OK]
+        assert len(refused) >= enough and set(refused) == {grpc.StatusCode.CANCELLED}
+        assert grpc.StatusCode.OK in codes  # the calls within the limit were answered
+    finally:
+        await s.stop(grace=0.5)
+
+
+async def stub_ready(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as ch:
+        await decisioning_pb2_grpc.DecisioningStub(ch).Decide(build_request("C000001", "WEB"),
+                                                             timeout=10)
