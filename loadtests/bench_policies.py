@@ -7,9 +7,10 @@ candidates (every copy keeps its contact policy and budget): the policy pass the
 (`PolicyRead.evaluate`: one `policy_scan` Numba call over the history hash and the budget
 replies as HGETALL returns them), the Python reference it replaces (`parse_history` +
 `PolicyTable.evaluate`, same verdicts), and the whole `Engine.rank` with the resulting
-`policy_block` / pacing levers. The baseline of the same run is `Engine.rank` without policies. Histories: empty (a new customer), "typical" (5 actions
-with impressions, 1 reject, 1 accept, contacts on 2 channels) and "heavy" (every candidate
-with max impressions, plus rejects and accepts). Reports p50/p95/p99, never averages.
+`policy_block` / pacing levers. The baseline of the same run is `Engine.rank` without policies.
+Histories: empty (a new customer), "typical" (5 actions with impressions, 1 reject, 1 accept,
+contacts on 2 channels) and "heavy" (every candidate with max impressions, plus rejects and
+accepts). Reports p50/p95/p99, never averages.
 """
 
 from __future__ import annotations
