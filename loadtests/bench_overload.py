@@ -51,7 +51,8 @@ from nba_service.store.embedded import EmbeddedRedis, free_port
 NBA = Path(sys.executable).with_name("nba")
 
 
-def prepare(work: Path) -> tuple[Path, list[str]]:
+def prepare(work: Path, store: EmbeddedRedis) -> tuple[Path, list[str]]:
+    """The demo model and 200 simulated customers, loaded into `store`."""
     from features.schema import FeatureSchema
     from nba_service.demo import write_customers
     from nba_service.engine.catalog import load_catalog
@@ -64,6 +65,9 @@ def prepare(work: Path) -> tuple[Path, list[str]]:
     model = Path(train_demo_model(schema, catalog, work / "model", n_customers=400, seed=3))
     customers = Simulator(schema, catalog, seed=11).customers(200)
     write_customers(work / "c.parquet", customers, schema)
+    from nba_service.store.loader import load_file
+
+    load_file(work / "c.parquet", redis.Redis.from_url(store.url), schema, progress=False)
     return model, [str(c["customer_id"]) for c in customers]
 
 
@@ -240,13 +244,7 @@ async def _h2load_phase(target: str, http_port: int, body: Path, customers: list
 
 async def run_h2load(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="nba-overload-") as d, EmbeddedRedis() as store:
-        model, customers = prepare(Path(d))
-        from features.schema import FeatureSchema
-        from nba_service.store.loader import load_file
-
-        examples = Path(__file__).resolve().parents[1] / "examples"
-        load_file(Path(d) / "c.parquet", redis.Redis.from_url(store.url),
-                  FeatureSchema.from_yaml(examples / "features.yaml"), progress=False)
+        model, customers = prepare(Path(d), store)
         _pin_clients()
         os.sched_setaffinity(store.pid, {CLIENT_CPU})
         msg = build_request(customers[0], "WEB").SerializeToString()
@@ -286,13 +284,7 @@ def fmt(s: dict[str, float]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="nba-overload-") as d, EmbeddedRedis() as store:
-        model, customers = prepare(Path(d))
-        from features.schema import FeatureSchema
-        from nba_service.store.loader import load_file
-
-        examples = Path(__file__).resolve().parents[1] / "examples"
-        load_file(Path(d) / "c.parquet", redis.Redis.from_url(store.url),
-                  FeatureSchema.from_yaml(examples / "features.yaml"), progress=False)
+        model, customers = prepare(Path(d), store)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"python {platform.python_version()}")
         print(f"command: {' '.join(sys.argv)}")

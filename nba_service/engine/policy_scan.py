@@ -181,18 +181,23 @@ def _cap(times: np.ndarray, n: int, cap: int, window: int, now: int) -> tuple[bo
 
 
 @_jit
+def _line_end(buf: bytes, start: int) -> int:
+    """Where the line starting at `start` ends (its separator, or the end of the buffer)."""
+    e = start
+    while e < len(buf) and buf[e] != NL:
+        e += 1
+    return e
+
+
+@_jit
 def _budget_counts(keys: bytes, vals: bytes, m: int, id_buf: np.ndarray,
                    id_off: np.ndarray, slots: np.ndarray, out: np.ndarray) -> bool:
     """Counters by catalog index; False when the buffers do not split into m lines."""
     ks = 0
     vs = 0
     for _ in range(m):
-        ke = ks
-        while ke < len(keys) and keys[ke] != NL:
-            ke += 1
-        ve = vs
-        while ve < len(vals) and vals[ve] != NL:
-            ve += 1
+        ke = _line_end(keys, ks)
+        ve = _line_end(vals, vs)
         a = _find(keys, ks, ke, id_buf, id_off, slots)
         if a >= 0:
             ok, v = _int(vals, vs, ve)
@@ -230,12 +235,8 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
     ks = 0
     vs = 0
     for _ in range(hm):
-        ke = ks
-        while ke < len(hkeys) and hkeys[ke] != NL:
-            ke += 1
-        ve = vs
-        while ve < len(hvals) and hvals[ve] != NL:
-            ve += 1
+        ke = _line_end(hkeys, ks)
+        ve = _line_end(hvals, vs)
         kind, rs = _kind(hkeys, ks, ke)
         if kind == K_CONTACTS:
             if _cmp(hkeys, rs, ke, channel, 0, len(channel)) == 0 \
@@ -361,6 +362,8 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
             continue
         if budget[a, B_PACING] == 0.0:
             continue
+        # The arithmetic of policy_kernel.budget_pass, kept here rather than called from there:
+        # Numba's cache does not notice when a function in another module changes.
         m = 1.0
         if cd > 0.0:
             x = ((cd - d) / cd) / (1.0 - day_elapsed)
