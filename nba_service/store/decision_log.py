@@ -100,6 +100,9 @@ class DecisionLogWriter:
         self._pending: dict[str, int] = {}  # decision id -> seq, while queued or being written
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        # Candidate ids per shared candidate array (the engine's read-only ones): every decision
+        # of a channel/placement logs the same list, so it is built once, not per decision.
+        self._ids_cache: dict[int, tuple[np.ndarray, list[str]]] = {}
         self.counters = LogCounters()
 
     # ------------------------------------------------------------------ lifecycle
@@ -259,7 +262,7 @@ class DecisionLogWriter:
             explored=bool(getattr(d, "explored", False)),
             control_group=bool(getattr(d, "control_group", False)),
             degraded=d.degraded_reasons, customer_row=tr.customer_row,
-            candidate_ids=[actions[int(i)].id for i in r.candidates],
+            candidate_ids=self._candidate_ids(r.candidates, actions),
             candidate_scores=scores, candidate_stage=r.removed_stage,
             served_ids=[a.action_id for a in d.actions],
             served_probability=[a.selection_probability for a in d.actions],
@@ -269,6 +272,18 @@ class DecisionLogWriter:
         record = {a.action_id: repr(float(a.selection_probability)) for a in d.actions}
         ttl_ms = int(max(windows, default=0.0) * 1000)
         return blob, record, ttl_ms
+
+
+    def _candidate_ids(self, candidates: np.ndarray, actions: Any) -> list[str]:
+        hit = self._ids_cache.get(id(candidates))
+        if hit is not None and hit[0] is candidates:
+            return hit[1]
+        ids = [actions[i].id for i in candidates.tolist()]
+        if not candidates.flags.writeable:  # shared and immutable: safe to remember
+            if len(self._ids_cache) >= 256:
+                self._ids_cache.clear()
+            self._ids_cache[id(candidates)] = (candidates, ids)
+        return ids
 
 
 def _shadow(d: Decision) -> dict[str, list[float]] | None:
