@@ -63,8 +63,8 @@ def _int(buf: bytes, s: int, e: int) -> tuple[bool, int]:
 
 
 @_jit
-def _times(buf: bytes, s: int, e: int, out: np.ndarray) -> int:
-    """Parse the list buf[s:e] into `out`; its length, or -1 when a part is not a number."""
+def _times(buf: bytes, s: int, e: int, out: np.ndarray, at: int) -> int:
+    """Parse the list buf[s:e] into out[at:]; its length, or -1 when a part is not a number."""
     n = 0
     if s == e:
         return 0
@@ -74,7 +74,7 @@ def _times(buf: bytes, s: int, e: int, out: np.ndarray) -> int:
             ok, v = _int(buf, p, k)
             if not ok:
                 return -1
-            out[n] = v
+            out[at + n] = v
             n += 1
             p = k + 1
     return n
@@ -167,17 +167,17 @@ def _kind(buf: bytes, s: int, e: int) -> tuple[int, int]:
 
 
 @_jit
-def _cap(times: np.ndarray, n: int, cap: int, window: int, now: int) -> tuple[bool, int]:
-    """`_cap_verdict` of policy_rules: (reached, when the block lifts)."""
+def _cap(times: np.ndarray, s: int, e: int, cap: int, window: int, now: int
+         ) -> tuple[bool, int]:
+    """`_cap_verdict` of policy_rules over times[s:e]: (reached, when the block lifts)."""
     lo = now - window
-    k = n
-    while k > 0 and times[k - 1] > lo:
+    k = e
+    while k > s and times[k - 1] > lo:
         k -= 1
-    c = n - k
-    if c < cap:
+    if e - k < cap:
         return False, 0
     # Lifts when all but cap-1 of the counted impressions have left the window.
-    return True, times[n - cap] + window
+    return True, times[e - cap] + window
 
 
 @_jit
@@ -223,8 +223,10 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
     `out_block` the Stage (0 = allowed), `out_verdict[i]` = (code, until ms), `out_lever`.
     """
     n = cands.shape[0]
+    # Every time list is parsed once, into tbuf; spans per candidate position index it
+    # (-1 = absent). A value needs a digit and a separator, so tbuf cannot overflow.
     tbuf = np.empty(len(hvals) // 2 + 2, dtype=np.int64)
-    # Value spans per candidate position (-1 = absent) of its policy fields.
+    tn = 0
     imp = np.full((n, 2), -1, dtype=np.int64)
     ich = np.full((n, 2), -1, dtype=np.int64)
     rej = np.zeros(n, dtype=np.bool_)
@@ -239,10 +241,12 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
         ve = _line_end(hvals, vs)
         kind, rs = _kind(hkeys, ks, ke)
         if kind == K_CONTACTS:
-            if _cmp(hkeys, rs, ke, channel, 0, len(channel)) == 0 \
-                    and _times(hvals, vs, ve, tbuf) >= 0:
-                con_s = vs
-                con_e = ve
+            if _cmp(hkeys, rs, ke, channel, 0, len(channel)) == 0:
+                c = _times(hvals, vs, ve, tbuf, tn)
+                if c >= 0:
+                    con_s = tn
+                    con_e = tn + c
+                    tn += c
         elif kind != 0:
             ae = ke
             if kind == K_BY_CHANNEL:
@@ -255,10 +259,12 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
             i = -1 if a < 0 else cat2pos[a]
             if i >= 0:
                 if kind in (K_IMP, K_BY_CHANNEL):
-                    if _times(hvals, vs, ve, tbuf) >= 0:
+                    c = _times(hvals, vs, ve, tbuf, tn)
+                    if c >= 0:
                         span = imp if kind == K_IMP else ich
-                        span[i, 0] = vs
-                        span[i, 1] = ve
+                        span[i, 0] = tn
+                        span[i, 1] = tn + c
+                        tn += c
                 else:
                     ok, v = _int(hvals, vs, ve)
                     if ok and kind == K_REJECT:
@@ -275,14 +281,15 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
     ch_code = 0
     ch_until = FOREVER
     if limits[0] > 0:
-        nc = 0 if con_s < 0 else _times(hvals, con_s, con_e, tbuf)
+        if con_s < 0:
+            con_s = con_e = 0
         if limits[1] >= 0:
-            hit, u = _cap(tbuf, nc, limits[1], DAY_MS, now)
+            hit, u = _cap(tbuf, con_s, con_e, limits[1], DAY_MS, now)
             if hit:
                 ch_code = V_CH_MAX
                 ch_until = u
-        if ch_code == 0 and limits[2] >= 0 and nc > 0:
-            u = tbuf[nc - 1] + limits[2]
+        if ch_code == 0 and limits[2] >= 0 and con_e > con_s:
+            u = tbuf[con_e - 1] + limits[2]
             if now < u:
                 ch_code = V_CH_COOLDOWN
                 ch_until = u
@@ -298,23 +305,23 @@ def scan(hkeys: bytes, hvals: bytes, hm: int, dkeys: bytes, dvals: bytes, dm: in
                 code = V_REJECTED
                 until = rej_ms[i] + params[a, P_SUPPRESS]
             else:
+                s_i, e_i = (0, 0) if imp[i, 0] < 0 else (imp[i, 0], imp[i, 1])
                 if params[a, P_WINDOW] >= 0 and params[a, P_MAX] >= 0:
-                    ni = 0 if imp[i, 0] < 0 else _times(hvals, imp[i, 0], imp[i, 1], tbuf)
-                    hit, u = _cap(tbuf, ni, params[a, P_MAX], params[a, P_WINDOW], now)
+                    hit, u = _cap(tbuf, s_i, e_i, params[a, P_MAX], params[a, P_WINDOW], now)
                     if hit:
                         code = V_MAX_IMP
                         until = u
                 if code == 0 and params[a, P_WINDOW] >= 0 and params[a, P_MAX_CH] >= 0:
-                    nh = 0 if ich[i, 0] < 0 else _times(hvals, ich[i, 0], ich[i, 1], tbuf)
-                    hit, u = _cap(tbuf, nh, params[a, P_MAX_CH], params[a, P_WINDOW], now)
+                    s_c, e_c = (0, 0) if ich[i, 0] < 0 else (ich[i, 0], ich[i, 1])
+                    hit, u = _cap(tbuf, s_c, e_c, params[a, P_MAX_CH], params[a, P_WINDOW],
+                                  now)
                     if hit:
                         code = V_MAX_IMP_CH
                         until = u
-                if code == 0 and params[a, P_COOLDOWN] >= 0 and imp[i, 0] >= 0:
-                    ni = _times(hvals, imp[i, 0], imp[i, 1], tbuf)
-                    if ni > 0 and now < tbuf[ni - 1] + params[a, P_COOLDOWN]:
-                        code = V_COOLDOWN
-                        until = tbuf[ni - 1] + params[a, P_COOLDOWN]
+                if code == 0 and params[a, P_COOLDOWN] >= 0 and e_i > s_i \
+                        and now < tbuf[e_i - 1] + params[a, P_COOLDOWN]:
+                    code = V_COOLDOWN
+                    until = tbuf[e_i - 1] + params[a, P_COOLDOWN]
         if code == 0 and ch_code != 0 and params[a, P_EXEMPT] == 0:
             code = ch_code
             until = ch_until
